@@ -1,0 +1,331 @@
+"""safetensors exporter: a folder of immutable vector shards plus a JSON index.
+
+Layout of ``<path>/`` (``format = "musicembed-safetensors"``)::
+
+    vectors-00001.safetensors   tensor "vectors" float32 [n, dim]; header metadata
+                                (str -> str): ids, content_hash, metadata (JSON
+                                lists, one item per row), space_hash, space, format
+    vectors-00002.safetensors   ...
+    index.json                  {format, format_version, space, space_hash, dim,
+                                 last_shard, shards: [{file, count}],
+                                 entries: {id: [shard file, row, content_hash]}}
+
+Shards are never modified. A shard is written to a temp name, fsync'ed and
+renamed, and only then recorded in the index (itself replaced atomically), so
+after ``kill -9`` the index always describes complete shards. A shard that made
+it to disk but not into the index (numbered above ``last_shard``) is read back
+and indexed by the next :meth:`SafetensorsExporter.open`. ``entries`` keeps the
+last write of each id; a shard none of whose rows is current any more is
+dropped from the index and deleted.
+
+numpy/safetensors are imported inside functions: this module is imported when
+the plugin list is built, which must stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ..atomic import atomic_path, atomic_write_json, clean_stale_temps, fsync_dir
+from ..components import Exporter, Record
+from ..errors import MusicembedError
+from .hdf5 import _json_default
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from ..space import EmbeddingSpace
+
+log = logging.getLogger(__name__)
+
+FORMAT = "musicembed-safetensors"
+FORMAT_VERSION = 1
+INDEX = "index.json"
+_SHARD_RE = re.compile(r"^vectors-(\d+)\.safetensors$")
+
+
+def _shard_name(number: int) -> str:
+    return f"vectors-{number:05d}.safetensors"
+
+
+def _shard_number(name: str) -> int:
+    m = _SHARD_RE.match(name)
+    if m is None:
+        raise ValueError(f"not a shard file name: {name!r}")
+    return int(m.group(1))
+
+
+def _dumps(obj: Any) -> str:
+    # ASCII JSON: safetensors metadata must be valid UTF-8, and track ids taken
+    # from undecodable file names carry lone surrogates; escaping keeps them.
+    return json.dumps(obj, ensure_ascii=True, default=_json_default)
+
+
+def _load_index(directory: str) -> dict[str, Any] | None:
+    file = os.path.join(directory, INDEX)
+    try:
+        with open(file, encoding="utf-8") as fh:
+            index = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise MusicembedError(
+            f"cannot read {file}: {exc}. It was not written by musicembed, or the disk lost "
+            f"data; move the folder away to rebuild."
+        ) from exc
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise MusicembedError(
+            f"{file} is not a musicembed safetensors index (format "
+            f"{index.get('format') if isinstance(index, dict) else None!r}); refusing to "
+            f"overwrite it. Choose another output path."
+        )
+    if int(index.get("format_version", 0)) > FORMAT_VERSION:
+        raise MusicembedError(
+            f"{file} has format_version {index['format_version']}, newer than this musicembed "
+            f"understands ({FORMAT_VERSION}); upgrade musicembed or write to another path."
+        )
+    return index
+
+
+def _read_shard_header(file: str) -> tuple[dict[str, str], tuple[int, ...]]:
+    from safetensors import safe_open
+
+    with safe_open(file, framework="numpy") as st:
+        meta = dict(st.metadata() or {})
+        shape = tuple(st.get_slice("vectors").get_shape())
+    return meta, shape
+
+
+class SafetensorsExporter(Exporter):
+    """Vectors of one embedding space as safetensors shards in a folder, safe against kill -9.
+
+    Appends only: a run adds shards and never rewrites old ones, so closing is
+    cheap; a rewritten id leaves its old row behind as dead data in its shard
+    (until every row of that shard is dead).
+    """
+
+    name = "safetensors"
+
+    def __init__(self, path: str | None = None, shard_size: int = 4096) -> None:
+        if int(shard_size) < 1:
+            raise ValueError(f"safetensors exporter: shard_size must be >= 1, got {shard_size!r}")
+        self.path = path
+        self.shard_size = int(shard_size)
+        self._closed = True
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self, path: str, space: "EmbeddingSpace") -> None:
+        """Check the folder's space, index shards a killed run left unindexed, collect known ids."""
+        import safetensors  # noqa: F401  (fail early if missing)
+
+        path = os.fspath(path)
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise MusicembedError(
+                f"safetensors output {path} is a file, but this exporter writes a folder of "
+                f"shards there; choose another path."
+            )
+        self._dir = path
+        self._space = space
+        self._where = f"safetensors output {path}"
+        existed = os.path.isdir(path)
+        os.makedirs(path, exist_ok=True)
+        if not existed:
+            fsync_dir(os.path.dirname(os.path.abspath(path)))
+        clean_stale_temps(path)
+
+        index = _load_index(path)
+        dirty = False
+        if index is None:
+            index = {"shards": [], "entries": {}, "last_shard": 0}
+            self._index_exists = False
+        else:
+            space.check_same(json.dumps(index["space"]), where=self._where)
+            self._index_exists = True
+        self._shards: list[dict[str, Any]] = list(index.get("shards", []))
+        self._entries: dict[str, list[Any]] = dict(index.get("entries", {}))
+        last = max([int(index.get("last_shard", 0))] + [_shard_number(s["file"]) for s in self._shards])
+
+        # Indexed shards that vanished (deleted by hand): forget their rows so they are recomputed.
+        missing = {s["file"] for s in self._shards if not os.path.exists(os.path.join(path, s["file"]))}
+        if missing:
+            log.warning("%s: shards %s are missing; their records will be recomputed", self._where, sorted(missing))
+            self._shards = [s for s in self._shards if s["file"] not in missing]
+            self._entries = {k: e for k, e in self._entries.items() if e[0] not in missing}
+            dirty = True
+
+        indexed = {s["file"] for s in self._shards}
+        on_disk = sorted((n for n in os.listdir(path) if _SHARD_RE.match(n)), key=_shard_number)
+        for name in on_disk:
+            file = os.path.join(path, name)
+            if name in indexed:
+                continue
+            if _shard_number(name) <= last:
+                # A dead shard dropped from the index; the run deleting it was killed.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(file)
+                continue
+            # Renamed into place, but the run died before recording it: adopt it.
+            try:
+                meta, shape = _read_shard_header(file)
+                ids = json.loads(meta["ids"])
+                hashes = json.loads(meta["content_hash"])
+                if len(ids) != shape[0] or len(hashes) != shape[0]:
+                    raise ValueError(f"{len(ids)} ids for {shape[0]} vectors")
+            except Exception as exc:  # storage damage: recompute its records
+                log.warning("%s: ignoring unreadable shard %s (%s)", self._where, name, exc)
+                with contextlib.suppress(OSError):
+                    os.replace(file, file + ".corrupt")
+                continue
+            stored_space = meta.get("space") or json.dumps({"hash": meta.get("space_hash")})
+            space.check_same(stored_space, where=f"{self._where} (shard {name})")
+            self._add_shard(name, ids, hashes)
+            last = _shard_number(name)
+            dirty = True
+        self._last_shard = last
+        self._buffer: list[tuple[str, "np.ndarray", str, str]] = []
+        self._closed = False
+        if dirty:
+            self._write_index()
+
+    def known(self) -> Mapping[str, str]:
+        """``{id: content_hash}`` of the current rows (index entries, adopted shards, this run)."""
+        return {k: e[2] for k, e in getattr(self, "_entries", {}).items()}
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Validate and buffer records; each ``shard_size`` of them becomes a durable shard."""
+        import numpy as np
+
+        if self._closed:
+            raise RuntimeError("SafetensorsExporter.write() called before open() or after close()")
+        dim = int(self._space.dim)
+        rows = []
+        for rec in records:
+            if not isinstance(rec.id, str) or not isinstance(rec.content_hash, str):
+                raise TypeError(f"record {rec.id!r}: id and content_hash must be str")
+            vec = np.asarray(rec.vector, dtype=np.float32)
+            if vec.shape != (dim,):
+                raise ValueError(
+                    f"record {rec.id!r}: vector has shape {tuple(vec.shape)} but the embedding "
+                    f"space {self._space.hash} has dim {dim} (expected shape ({dim},))"
+                )
+            rows.append((rec.id, vec, rec.content_hash, _dumps(dict(rec.metadata or {}))))
+        self._buffer.extend(rows)
+        while len(self._buffer) >= self.shard_size:
+            self._write_shard(self._buffer[: self.shard_size])
+            del self._buffer[: self.shard_size]
+
+    def close(self) -> None:
+        """Write the remaining rows as a last shard (an empty output still gets its index)."""
+        if self._closed:
+            return
+        if self._buffer:
+            self._write_shard(self._buffer)
+            self._buffer = []
+        elif not self._index_exists:
+            self._write_index()
+        self._closed = True
+
+    # ------------------------------------------------------------------ internals
+
+    def _add_shard(self, name: str, ids: Sequence[str], hashes: Sequence[str]) -> None:
+        self._shards.append({"file": name, "count": len(ids)})
+        for row, (tid, h) in enumerate(zip(ids, hashes)):
+            self._entries.pop(tid, None)  # last write wins and moves to the end
+            self._entries[tid] = [name, row, h]
+
+    def _write_shard(self, rows: Sequence[tuple[str, "np.ndarray", str, str]]) -> None:
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        number = self._last_shard + 1
+        name = _shard_name(number)
+        ids = [r[0] for r in rows]
+        hashes = [r[2] for r in rows]
+        meta = {
+            "format": FORMAT,
+            "ids": _dumps(ids),
+            "content_hash": _dumps(hashes),
+            "metadata": "[" + ",".join(r[3] for r in rows) + "]",
+            "space_hash": self._space.hash,
+            "space": self._space.to_json(),
+        }
+        vectors = np.ascontiguousarray(np.stack([r[1] for r in rows]).astype(np.float32, copy=False))
+        with atomic_path(os.path.join(self._dir, name)) as tmp:
+            save_file({"vectors": vectors}, tmp, metadata=meta)
+        self._last_shard = number
+        self._add_shard(name, ids, hashes)
+        self._write_index()
+
+    def _write_index(self) -> None:
+        """Drop fully superseded shards, replace index.json atomically, then delete them."""
+        live = Counter(e[0] for e in self._entries.values())
+        dead = [s["file"] for s in self._shards if live[s["file"]] == 0]
+        if dead:
+            self._shards = [s for s in self._shards if live[s["file"]] > 0]
+        index = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "space": json.loads(self._space.to_json()),
+            "space_hash": self._space.hash,
+            "dim": int(self._space.dim),
+            "last_shard": self._last_shard,
+            "shards": self._shards,
+            "entries": self._entries,
+        }
+        atomic_write_json(os.path.join(self._dir, INDEX), index, ensure_ascii=True)
+        self._index_exists = True
+        for name in dead:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._dir, name))
+        if dead:
+            fsync_dir(self._dir)
+
+
+# --------------------------------------------------------------------------- reader
+
+
+def read_safetensors(path: str) -> dict[str, Any]:
+    """Current rows of a safetensors output (resolved through index.json): same keys as read_hdf5."""
+    import numpy as np
+    from safetensors import safe_open
+
+    index = _load_index(os.fspath(path))
+    if index is None:
+        raise FileNotFoundError(f"{os.path.join(path, INDEX)} does not exist")
+    entries: dict[str, list[Any]] = index["entries"]
+    dim = int(index["dim"])
+    ids = list(entries)
+    pos = {tid: i for i, tid in enumerate(ids)}
+    vectors = np.empty((len(ids), dim), dtype=np.float32)
+    hashes: list[str] = [""] * len(ids)
+    metadata: list[dict[str, Any]] = [{}] * len(ids)
+    by_shard: dict[str, list[str]] = {}
+    for tid, (file, _row, _h) in entries.items():
+        by_shard.setdefault(file, []).append(tid)
+    for file, tids in by_shard.items():
+        with safe_open(os.path.join(path, file), framework="numpy") as st:
+            meta = st.metadata() or {}
+            vec = st.get_tensor("vectors")
+        shard_hashes = json.loads(meta["content_hash"])
+        shard_meta = json.loads(meta["metadata"])
+        for tid in tids:
+            row = int(entries[tid][1])
+            i = pos[tid]
+            vectors[i] = vec[row]
+            hashes[i] = shard_hashes[row]
+            metadata[i] = shard_meta[row]
+    return {
+        "ids": ids,
+        "vectors": vectors,
+        "content_hash": hashes,
+        "metadata": metadata,
+        "space": index["space"],
+        "space_hash": index["space_hash"],
+    }

@@ -1,0 +1,218 @@
+"""The ``musicembed`` command line.
+
+``musicembed plugins`` stays fast: it imports neither torch nor gin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from .errors import MusicembedError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _console(stderr: bool = True) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _setup_logging(verbose: int) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING - 10 * verbose
+    handler = RichHandler(console=_console(), show_time=False, show_path=False)
+    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="musicembed")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Turn a music library into embeddings and make it searchable.
+
+    \b
+    Quick start (no download, built-in `logmel` encoder):
+      musicembed examples examples/audio
+      musicembed run --gin_file gin/runs/quickstart.gin
+
+    Components come from plugins (`musicembed plugins` lists them); runs are
+    wired from gin files (see gin/README.md).
+    """
+    _setup_logging(verbose)
+
+
+def gin_options(fn: Any) -> Any:
+    fn = click.option(
+        "--gin_param",
+        "--gin-param",
+        "gin_params",
+        multiple=True,
+        metavar="BINDING",
+        help="A gin binding that overrides the files, e.g. 'run.source=\"~/Music\"'. Repeatable.",
+    )(fn)
+    fn = click.option(
+        "--gin_file",
+        "--gin-file",
+        "gin_files",
+        multiple=True,
+        metavar="FILE",
+        help="A gin file (repeatable; later files override earlier ones). "
+        "Includes resolve relative to the gin/ folder, e.g. gin/runs/quickstart.gin.",
+    )(fn)
+    return fn
+
+
+@main.command(context_settings=CONTEXT)
+@gin_options
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool, as_json: bool) -> None:
+    """Embed every audio file of a folder, as configured by gin.
+
+    \b
+    Decodes wav, flac, ogg, opus, mp3, m4a/aac (recursively), resamples once per
+    encoder rate, chunks at each encoder's window, pools frames with the
+    enricher chain and writes vectors to the run's exporters and sinks.
+    Re-running skips files already embedded in the same embedding space with
+    unchanged content; a killed run resumes where it stopped.
+
+    \b
+    Writes into run.output_dir: the vectors (e.g. <embedding>.h5),
+    summary.json, operative_config.gin and plugins.json.
+
+    \b
+    Example:
+      musicembed run --gin_file gin/runs/quickstart.gin \\
+          --gin_param 'run.source="/path/to/Music"'
+    """
+    from . import ginconfig
+    from .plugins import get_manager
+    from .runconfig import run_config
+    from .runner import execute, print_summary
+
+    console = _console()
+    if not gin_files and not gin_params:
+        raise click.UsageError("give at least one --gin_file (e.g. gin/runs/quickstart.gin)")
+    ginconfig.parse(gin_files, gin_params)
+    try:
+        cfg = run_config()
+    except (ValueError, TypeError) as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(ginconfig.explain(exc, get_manager())) from exc
+    plugins = [p.as_dict() for p in get_manager().plugins.values()]
+    summary = execute(
+        cfg,
+        console=console,
+        show_progress=progress,
+        operative_config=None,
+        plugins=plugins,
+    )
+    # The operative config is complete only after the run built everything.
+    from .runner import write_run_files
+    from pathlib import Path
+
+    write_run_files(Path(cfg.output_dir), summary, ginconfig.operative_config(), plugins)
+    print_summary(summary, console)
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    if summary.interrupted:
+        sys.exit(130)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list each component's parameters.")
+def plugins(as_json: bool, verbose: bool) -> None:
+    """List installed plugins: version, hooks, components, load errors.
+
+    \b
+    Environment:
+      MUSICEMBED_LOAD_PLUGINS=a,b   load only these plugins ('' for none)
+      MUSICEMBED_STRICT_PLUGINS=1   fail on the first plugin error
+    """
+    from .plugins import get_manager
+
+    manager = get_manager()
+    data = [p.as_dict() for p in manager.plugins.values()]
+    if verbose or as_json:
+        from .ginconfig import component_params
+
+        for d in data:
+            d["parameters"] = {
+                f"{c.kind}.{c.name}": {
+                    n: (v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
+                    for n, v in component_params(c.cls)
+                }
+                for c in manager.all_components()
+                if c.plugin == d["name"]
+            }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="musicembed plugins", title_justify="left")
+    for col in ("plugin", "distribution", "version", "hooks", "components", "error"):
+        table.add_column(col, overflow="fold")
+    for d in data:
+        comps = "\n".join(f"{k}: {', '.join(v)}" for k, v in d["components"].items())
+        hooks = "\n".join(h.removeprefix("register_") for h in d["hooks"])
+        table.add_row(
+            d["name"],
+            d["distribution"] or "",
+            d["version"] or "",
+            hooks,
+            comps,
+            f"[red]{d['error']}[/red]" if d["error"] else "",
+        )
+    from rich.console import Console
+
+    console = Console()
+    console.print(table)
+    if verbose:
+        for d in data:
+            for comp, params in d["parameters"].items():
+                args = ", ".join(f"{k}={v!r}" for k, v in params.items())
+                console.print(f"[bold]{comp}[/bold]({args})")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--seconds", default=8.0, show_default=True, help="Length of each clip.")
+def examples(folder: str, seconds: float) -> None:
+    """Write a small generated example library (several formats, no download)."""
+    from .examples import make_example_set
+
+    paths = make_example_set(folder, seconds=seconds)
+    for p in paths:
+        click.echo(str(p))
+    _console().print(f"wrote {len(paths)} example clips to {folder}")
+
+
+def entrypoint() -> None:
+    """Console-script wrapper: user errors print one clear message, no traceback."""
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except MusicembedError as exc:
+        _console().print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        if os.environ.get("MUSICEMBED_DEBUG"):
+            raise
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

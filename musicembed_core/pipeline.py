@@ -1,0 +1,491 @@
+"""Streaming extraction: decode -> resample -> chunk -> encode -> stitch -> enrich.
+
+Threads decode files (soundfile, PyAV and soxr release the GIL) and push
+fixed-length chunks into a bounded queue; the main thread batches equal-length
+chunks across tracks (group-norm front ends such as MERT's must never see
+padding mixed into a batch), runs the encoders and feeds each track's frames,
+in order, into its enricher chain's streaming state. Memory is bounded by the
+queue size and the batch size, never by track length.
+
+:class:`Embedder` is shared by ``musicembed run`` and by queries (search), so a
+query goes through exactly the path its indexed neighbours went through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .chain import EnricherChain
+from .components import Encoder
+from .errors import AudioDecodeError
+from .runconfig import EmbeddingSpec
+from .space import EmbeddingSpace
+
+log = logging.getLogger("musicembed")
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+@dataclass
+class PreparedEmbedding:
+    """An embedding spec with its validated chain, output dim and space."""
+
+    spec: EmbeddingSpec
+    chain: EnricherChain
+    space: EmbeddingSpace
+    keep_frames: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.spec.encoder
+
+    @classmethod
+    def build(cls, spec: EmbeddingSpec) -> "PreparedEmbedding":
+        chain = EnricherChain(spec.enrichers)
+        dim = chain.output_dim(spec.encoder.num_layers, spec.encoder.dim)
+        space = EmbeddingSpace(
+            encoder=spec.encoder.signature(),
+            enrichers=tuple(chain.signature()),
+            dim=dim,
+            name=spec.name,
+        )
+        return cls(spec=spec, chain=chain, space=space)
+
+
+# --------------------------------------------------------------------------- jobs/results
+
+
+@dataclass
+class Job:
+    path: Path
+    id: str
+
+
+@dataclass
+class Result:
+    """One file's outcome across all embeddings of the run."""
+
+    job: Job
+    status: str  # "ok" | "skipped" | "failed"
+    content_hash: str = ""
+    vectors: dict[int, np.ndarray] = field(default_factory=dict)
+    frames: dict[int, np.ndarray] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def file_hash(path: Path, block: int = 1 << 20) -> str:
+    """blake2b of the file's bytes: identifies unchanged content across runs."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class HashCache:
+    """(size, mtime_ns) -> content hash, so reruns do not re-read unchanged files."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.lock = threading.Lock()
+        if path is not None and path.exists():
+            import json
+
+            try:
+                self.entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                log.warning("ignoring unreadable hash cache %s", path)
+
+    def hash(self, path: Path) -> tuple[str, os.stat_result]:
+        st = path.stat()
+        key = str(path.resolve())
+        with self.lock:
+            hit = self.entries.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2], st
+        digest = file_hash(path)
+        with self.lock:
+            self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
+        return digest, st
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        import json
+
+        from .atomic import atomic_write_text
+
+        with self.lock:
+            text = json.dumps(self.entries)
+        atomic_write_text(self.path, text)
+
+
+# --------------------------------------------------------------------------- chunking
+
+
+class _Chunker:
+    """Cuts a stream at one rate into windows of ``window`` samples every ``hop``."""
+
+    def __init__(self, window: int, hop: int, min_len: int) -> None:
+        self.window, self.hop, self.min_len = window, hop, max(1, min_len)
+        self.buf = np.zeros(0, dtype=np.float32)
+        self.emitted = 0
+
+    def push(self, block: np.ndarray) -> Iterator[np.ndarray]:
+        if block.size:
+            self.buf = np.concatenate([self.buf, block]) if self.buf.size else block
+        while self.buf.size >= self.window:
+            yield np.ascontiguousarray(self.buf[: self.window], dtype=np.float32)
+            self.emitted += 1
+            self.buf = self.buf[self.hop :]
+
+    def finish(self) -> Iterator[np.ndarray]:
+        tail = self.buf
+        self.buf = np.zeros(0, dtype=np.float32)
+        if self.emitted == 0:
+            if tail.size == 0:
+                return
+            if tail.size < self.min_len:  # too short for the model: repeat it
+                tail = np.resize(tail, self.min_len)
+            self.emitted += 1
+            yield np.ascontiguousarray(tail, dtype=np.float32)
+            return
+        fresh = tail.size - (self.window - self.hop)
+        if fresh >= self.min_len:
+            self.emitted += 1
+            yield np.ascontiguousarray(tail, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- embedder
+
+
+class _Track:
+    """State of one file in flight. Fields written by a decode thread are read
+    by the main thread only after the queue hand-over (happens-before)."""
+
+    def __init__(self, job: Job, n_emb: int, chains: list[EnricherChain], keep: list[bool]) -> None:
+        self.job = job
+        self.needed: list[bool] = [True] * n_emb
+        self.n_chunks: list[int] = [0] * n_emb
+        self.fed: list[int] = [0] * n_emb
+        self.pending: list[dict[int, Any]] = [dict() for _ in range(n_emb)]
+        self.states = [c.start() for c in chains]
+        self.frames: list[list[Any]] = [[] for _ in range(n_emb)]
+        self.keep = keep
+        self.decoded = False
+        self.failed: str | None = None
+        self.reported = False
+        self.content_hash = ""
+        self.metadata: dict[str, Any] = {}
+        self.seconds = 0.0
+
+    def complete(self) -> bool:
+        return self.decoded and all(
+            (not need) or self.fed[e] == self.n_chunks[e] for e, need in enumerate(self.needed)
+        )
+
+
+_END = object()
+
+
+class Embedder:
+    """Turns files into vectors for several embeddings in one decoding pass."""
+
+    def __init__(
+        self,
+        embeddings: Sequence[PreparedEmbedding],
+        batch_size: int = 8,
+        decode_workers: int = 2,
+        hash_cache: HashCache | None = None,
+        known: Sequence[Mapping[str, str]] | None = None,
+        queue_chunks: int | None = None,
+    ) -> None:
+        self.embeddings = list(embeddings)
+        self.batch_size = batch_size
+        self.decode_workers = decode_workers
+        self.hash_cache = hash_cache or HashCache(None)
+        self.known = list(known) if known is not None else [{} for _ in self.embeddings]
+        self.queue_chunks = queue_chunks or max(4, 2 * batch_size * len(self.embeddings))
+        self.rates = sorted({p.encoder.sample_rate for p in self.embeddings})
+        self.geometry = []
+        for p in self.embeddings:
+            enc = p.encoder
+            window = max(1, int(round(enc.window_seconds * enc.sample_rate)))
+            hop = int(round((enc.hop_seconds or enc.window_seconds) * enc.sample_rate))
+            hop = min(max(1, hop), window)
+            min_len = int(math.ceil(enc.min_seconds * enc.sample_rate))
+            overlap_frames = int(round((window - hop) / enc.sample_rate * enc.frame_rate))
+            self.geometry.append((window, hop, min_len, overlap_frames))
+        self.batches_run = 0
+
+    def load(self) -> None:
+        for p in self.embeddings:
+            p.encoder.load()
+
+    # ---------------------------------------------------------------- decode side
+    def _decode(self, track: _Track, out: "queue.Queue[Any]") -> None:
+        from .audio import stream_resampled
+
+        job = track.job
+        try:
+            digest, st = self.hash_cache.hash(job.path)
+            track.content_hash = digest
+            track.needed = [self.known[e].get(job.id) != digest for e in range(len(self.embeddings))]
+            if not any(track.needed):
+                out.put(("skip", track))
+                return
+            info, blocks = stream_resampled(job.path, self.rates)
+            chunkers = [
+                _Chunker(w, h, m) if track.needed[e] else None
+                for e, (w, h, m, _) in enumerate(self.geometry)
+            ]
+            counts = [0] * len(self.embeddings)
+            decoded_samples = 0
+            first_rate = self.rates[0]
+            for block in blocks:
+                decoded_samples += block[first_rate].size
+                for e, ch in enumerate(chunkers):
+                    if ch is None:
+                        continue
+                    for chunk in ch.push(block[self.embeddings[e].encoder.sample_rate]):
+                        out.put(("chunk", track, e, counts[e], chunk))
+                        counts[e] += 1
+                if track.failed:
+                    return
+            for e, ch in enumerate(chunkers):
+                if ch is None:
+                    continue
+                for chunk in ch.finish():
+                    out.put(("chunk", track, e, counts[e], chunk))
+                    counts[e] += 1
+            if decoded_samples == 0 or not any(counts[e] for e in range(len(counts)) if track.needed[e]):
+                raise AudioDecodeError(f"{job.path}: contains no audio samples")
+            track.n_chunks = counts
+            track.seconds = decoded_samples / first_rate
+            track.metadata = {
+                "path": str(job.path.resolve()),
+                "duration": round(track.seconds, 3),
+                "sample_rate": info.sample_rate,
+                "channels": info.channels,
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "decoder": info.backend,
+            }
+            out.put(("done", track))
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded per file
+            reason = str(exc) if isinstance(exc, AudioDecodeError) else f"{type(exc).__name__}: {exc}"
+            out.put(("fail", track, reason))
+
+    def _worker(self, jobs: Iterator[_Track], lock: threading.Lock, out: "queue.Queue[Any]") -> None:
+        try:
+            while True:
+                with lock:
+                    track = next(jobs, None)
+                if track is None:
+                    return
+                out.put(("start", track))
+                self._decode(track, out)
+        finally:
+            out.put((_END,))
+
+    # ---------------------------------------------------------------- encode side
+    def _run_batch(self, e: int, items: list[tuple[_Track, int, np.ndarray]]) -> list[_Track]:
+        import torch
+
+        prep = self.embeddings[e]
+        live = [it for it in items if not it[0].failed]
+        if not live:
+            return []
+        wave = torch.from_numpy(np.stack([it[2] for it in live]))
+        try:
+            out = prep.encoder.encode(wave)
+            if out.dim() != 4 or out.shape[1] != len(live):
+                raise RuntimeError(
+                    f"encoder {prep.encoder.name!r} returned shape {tuple(out.shape)}; "
+                    f"expected [L, B={len(live)}, F, D]"
+                )
+            out = out.detach().to("cpu", torch.float32)
+        except Exception as exc:  # noqa: BLE001
+            for track, _, _ in live:
+                track.failed = f"encoder {prep.encoder.name!r} failed: {type(exc).__name__}: {exc}"
+            return [it[0] for it in live]
+        self.batches_run += 1
+        touched = []
+        overlap = self.geometry[e][3]
+        for b, (track, idx, _) in enumerate(live):
+            frames = prep.chain.frames(out[:, b])
+            if idx > 0 and overlap:
+                frames = frames[:, overlap:]
+            track.pending[e][idx] = frames
+            while track.fed[e] in track.pending[e]:
+                fr = track.pending[e].pop(track.fed[e])
+                if fr.shape[1]:
+                    track.states[e].update(fr)
+                if track.keep[e]:
+                    track.frames[e].append(fr.numpy())
+                track.fed[e] += 1
+            touched.append(track)
+        return touched
+
+    def embed(self, jobs: Iterable[Job]) -> Iterator[Result]:
+        """Yield one :class:`Result` per job as tracks complete (not in input order)."""
+        chains = [p.chain for p in self.embeddings]
+        keep = [p.keep_frames for p in self.embeddings]
+        tracks = (_Track(j, len(self.embeddings), chains, keep) for j in jobs)
+        out: "queue.Queue[Any]" = queue.Queue(maxsize=self.queue_chunks)
+        lock = threading.Lock()
+        workers = [
+            threading.Thread(target=self._worker, args=(tracks, lock, out), daemon=True)
+            for _ in range(self.decode_workers)
+        ]
+        stop = threading.Event()
+        for w in workers:
+            w.start()
+        alive = len(workers)
+        full: list[list[tuple[_Track, int, np.ndarray]]] = [[] for _ in self.embeddings]
+        in_flight: dict[int, _Track] = {}
+
+        def finished(track: _Track) -> Result | None:
+            if track.reported:
+                return None
+            if track.failed:
+                track.reported = True
+                in_flight.pop(id(track), None)
+                return Result(track.job, "failed", track.content_hash, error=track.failed)
+            if not track.complete():
+                return None
+            in_flight.pop(id(track), None)
+            track.reported = True
+            res = Result(
+                track.job,
+                "ok",
+                track.content_hash,
+                metadata=track.metadata,
+                seconds=track.seconds,
+            )
+            try:
+                for e, need in enumerate(track.needed):
+                    if need:
+                        res.vectors[e] = track.states[e].finish().numpy().astype(np.float32)
+                        if track.keep[e] and track.frames[e]:
+                            res.frames[e] = np.concatenate(track.frames[e], axis=1)
+            except Exception as exc:  # noqa: BLE001
+                return Result(track.job, "failed", track.content_hash,
+                              error=f"enricher chain failed: {type(exc).__name__}: {exc}")
+            return res
+
+        def flush(e: int) -> Iterator[Result]:
+            items, full[e] = full[e], []
+            for track in dict.fromkeys(self._run_batch(e, items)):
+                r = finished(track)
+                if r is not None:
+                    yield r
+
+        try:
+            while alive or any(full):
+                try:
+                    item = out.get(timeout=0.01) if any(full) else out.get()
+                except queue.Empty:
+                    # Decoders are slower than the model right now: don't idle.
+                    e = max(range(len(full)), key=lambda i: len(full[i]))
+                    yield from flush(e)
+                    continue
+                tag = item[0]
+                if tag is _END:
+                    alive -= 1
+                    if not alive:
+                        for e in range(len(full)):
+                            yield from flush(e)
+                elif tag == "start":
+                    in_flight[id(item[1])] = item[1]
+                elif tag == "chunk":
+                    _, track, e, idx, chunk = item
+                    if track.failed:
+                        continue
+                    if chunk.size != self.geometry[e][0]:
+                        # A tail or short track: its own batch (never mix lengths).
+                        for track2 in dict.fromkeys(self._run_batch(e, [(track, idx, chunk)])):
+                            r = finished(track2)
+                            if r is not None:
+                                yield r
+                        continue
+                    full[e].append((track, idx, chunk))
+                    if len(full[e]) >= self.batch_size:
+                        yield from flush(e)
+                elif tag == "done":
+                    track = item[1]
+                    track.decoded = True
+                    r = finished(track)
+                    if r is not None:
+                        yield r
+                elif tag == "skip":
+                    in_flight.pop(id(item[1]), None)
+                    yield Result(item[1].job, "skipped", item[1].content_hash)
+                elif tag == "fail":
+                    track, reason = item[1], item[2]
+                    track.failed = track.failed or reason
+                    r = finished(track)
+                    if r is not None:
+                        yield r
+        finally:
+            stop.set()
+            for t in list(in_flight.values()):
+                t.failed = t.failed or "run interrupted"
+            # Drain so blocked decoders can observe `failed` and exit.
+            while alive:
+                try:
+                    item = out.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if item[0] is _END:
+                    alive -= 1
+                elif len(item) > 1 and isinstance(item[1], _Track):
+                    item[1].failed = item[1].failed or "run interrupted"
+
+
+def jobs_for(source: str | os.PathLike, limit: int | None = None) -> list[Job]:
+    """Every audio file under ``source`` with its stable id (path relative to source)."""
+    from .audio import find_audio_files
+
+    root = Path(source).expanduser()
+    if not root.exists():
+        from .errors import MusicembedError
+
+        raise MusicembedError(f"run.source {str(root)!r} does not exist")
+    files = find_audio_files(root)
+    if limit is not None:
+        files = files[:limit]
+    base = root if root.is_dir() else root.parent
+    return [Job(path=f, id=f.relative_to(base).as_posix()) for f in files]
+
+
+def embed_paths(
+    embeddings: Sequence[PreparedEmbedding], paths: Sequence[str | os.PathLike], batch_size: int = 8
+) -> list[Result]:
+    """Embed a few files in input order (queries, tests)."""
+    emb = Embedder(embeddings, batch_size=batch_size, decode_workers=1)
+    emb.load()
+    jobs = [Job(Path(p), Path(p).name) for p in paths]
+    by_path = {id(r.job): r for r in emb.embed(jobs)}
+    return [by_path[id(j)] for j in jobs]
+
+
+ProgressCallback = Callable[[Result], None]

@@ -1,0 +1,116 @@
+"""The gin-configurable run: ``run.*`` and ``embedding.*`` bindings.
+
+A run embeds one source folder with one or more *embeddings* (encoder +
+enricher chain) in a single pass: each file is decoded once and resampled once
+per distinct encoder rate. Every embedding's vectors go to every exporter and
+sink of the run (paths/collections are named after the embedding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import gin
+
+from .components import Encoder, Enricher, Exporter, Sink
+from .errors import ConfigError
+
+
+@dataclass
+class EmbeddingSpec:
+    name: str
+    encoder: Encoder
+    enrichers: list[Enricher]
+
+
+@gin.configurable("embedding")
+def embedding(
+    encoder: Encoder = gin.REQUIRED,
+    enrichers: Sequence[Enricher] = gin.REQUIRED,
+    name: str | None = None,
+) -> EmbeddingSpec:
+    """One embedding space of the run: ``encoder`` frames pooled by ``enrichers``.
+
+    ``name`` labels outputs (``<output_dir>/<name>.h5``); default: the encoder's name.
+    """
+    if not isinstance(encoder, Encoder):
+        raise ConfigError(
+            f"embedding.encoder must be an encoder (e.g. @encoders.logmel()), got {encoder!r}"
+        )
+    for e in enrichers:
+        if not isinstance(e, Enricher):
+            raise ConfigError(
+                f"embedding.enrichers must list enrichers (e.g. @enrichers.mean()), got {e!r}"
+            )
+    return EmbeddingSpec(name=name or encoder.name, encoder=encoder, enrichers=list(enrichers))
+
+
+@dataclass
+class RunConfig:
+    source: str
+    embeddings: list[EmbeddingSpec]
+    exporters: list[Exporter] = field(default_factory=list)
+    sinks: list[Sink] = field(default_factory=list)
+    output_dir: str = "musicembed-out"
+    batch_size: int = 8
+    decode_workers: int = 2
+    limit: int | None = None
+    fail_fast: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@gin.configurable("run")
+def run_config(
+    source: str = gin.REQUIRED,
+    embeddings: Sequence[EmbeddingSpec] = gin.REQUIRED,
+    exporters: Sequence[Exporter] = (),
+    sinks: Sequence[Sink] = (),
+    output_dir: str = "musicembed-out",
+    batch_size: int = 8,
+    decode_workers: int = 2,
+    limit: int | None = None,
+    fail_fast: bool = False,
+) -> RunConfig:
+    """A run: embed every audio file under ``source``.
+
+    Args:
+      source: folder (searched recursively) or single audio file.
+      embeddings: list of ``@embedding()`` (use gin scopes for several, e.g.
+        ``@mert/embedding()``).
+      exporters: e.g. ``[@exporters.hdf5()]``; files go to ``output_dir``.
+      sinks: vector stores, e.g. ``[@sinks.milvus()]``.
+      output_dir: run outputs, summary.json, operative config, plugin list.
+      batch_size: chunks per encoder call (equal-length chunks only).
+      decode_workers: files decoded in parallel (threads).
+      limit: embed at most this many files (for trying a config quickly).
+      fail_fast: stop at the first failed file instead of recording it.
+    """
+    specs = list(embeddings)
+    if not specs:
+        raise ConfigError("run.embeddings is empty: add at least one @embedding()")
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(
+            f"run.embeddings has several embeddings named {', '.join(dupes)}: set "
+            f"embedding.name in each gin scope so their outputs do not collide"
+        )
+    if not exporters and not sinks:
+        raise ConfigError(
+            "the run writes nothing: set run.exporters (e.g. [@exporters.hdf5()]) "
+            "and/or run.sinks"
+        )
+    if batch_size < 1 or decode_workers < 1:
+        raise ConfigError("run.batch_size and run.decode_workers must be >= 1")
+    return RunConfig(
+        source=str(source),
+        embeddings=specs,
+        exporters=list(exporters),
+        sinks=list(sinks),
+        output_dir=str(output_dir),
+        batch_size=int(batch_size),
+        decode_workers=int(decode_workers),
+        limit=limit,
+        fail_fast=bool(fail_fast),
+    )

@@ -1,0 +1,334 @@
+"""``musicembed run``: open outputs, skip what is done, embed the rest, summarise.
+
+Resume and incremental update are one mechanism: every output reports what it
+already holds (``known()``: id -> content hash, including what a killed run
+managed to write); a file is decoded only when some output lacks it for its
+current content. Outputs are opened *before* any work, so a space mismatch is
+refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .atomic import atomic_write_text
+from .components import Exporter, Record, Sink
+from .errors import MusicembedError
+from .pipeline import Embedder, HashCache, PreparedEmbedding, Result, jobs_for
+from .runconfig import RunConfig
+
+log = logging.getLogger("musicembed")
+
+SINK_FLUSH = 256
+
+
+@dataclass
+class Failure:
+    path: str
+    reason: str
+
+
+@dataclass
+class RunSummary:
+    source: str
+    output_dir: str
+    started_at: str
+    files_total: int = 0
+    files_ok: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+    embeddings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["realtime_factor"] = round(self.realtime_factor, 2)
+        d["audio_seconds"] = round(self.audio_seconds, 3)
+        d["wall_seconds"] = round(self.wall_seconds, 3)
+        return d
+
+
+def _output_path(exporter: Exporter, output_dir: Path, name: str) -> str:
+    ext = getattr(exporter, "extension", None) or f".{exporter.name}"
+    if exporter.path:
+        return str(exporter.path).format(embedding=name, output_dir=output_dir)
+    return str(output_dir / f"{name}{ext}")
+
+
+@dataclass
+class _Outputs:
+    exporters: list[Exporter]
+    sinks: list[Sink]
+    paths: list[str]
+    pending: list[tuple[list[str], list[Any], list[dict]]]
+
+
+def open_outputs(
+    cfg: RunConfig, prepared: Sequence[PreparedEmbedding], output_dir: Path
+) -> list[_Outputs]:
+    """One fresh exporter/sink instance per embedding, opened on its space."""
+    opened: list[_Outputs] = []
+    try:
+        for p in prepared:
+            outs = _Outputs([], [], [], [])
+            opened.append(outs)
+            for template in cfg.exporters:
+                exp = copy.deepcopy(template)
+                path = _output_path(exp, output_dir, p.name)
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                exp.open(path, p.space)
+                outs.exporters.append(exp)
+                outs.paths.append(path)
+                if getattr(exp, "store_frames", False):
+                    p.keep_frames = True
+            for template in cfg.sinks:
+                sink = copy.deepcopy(template)
+                collection = getattr(sink, "collection", None) or p.name
+                sink.open(collection, p.space.dim, getattr(sink, "metric", "cosine"), p.space)
+                outs.sinks.append(sink)
+                outs.paths.append(f"{sink.name}:{collection}")
+                outs.pending.append(([], [], []))
+    except BaseException:
+        close_outputs(opened)
+        raise
+    return opened
+
+
+def close_outputs(opened: Sequence[_Outputs]) -> None:
+    errors: list[str] = []
+    for outs in opened:
+        for i, sink in enumerate(outs.sinks):
+            try:
+                _flush_sink(outs, i, force=True)
+                sink.close()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{sink.name}: {exc}")
+        for exp in outs.exporters:
+            try:
+                exp.close()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{exp.name}: {exc}")
+    if errors:
+        raise MusicembedError("closing outputs failed: " + "; ".join(errors))
+
+
+def _flush_sink(outs: _Outputs, i: int, force: bool = False) -> None:
+    import numpy as np
+
+    ids, vecs, metas = outs.pending[i]
+    if ids and (force or len(ids) >= SINK_FLUSH):
+        outs.sinks[i].upsert(list(ids), np.stack(vecs), list(metas))
+        ids.clear(), vecs.clear(), metas.clear()
+
+
+def known_everywhere(outs: _Outputs) -> Mapping[str, str]:
+    """ids every output of one embedding holds with the same content hash."""
+    maps = [dict(x.known()) for x in (*outs.exporters, *outs.sinks)]
+    if not maps:
+        return {}
+    first, rest = maps[0], maps[1:]
+    return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
+
+
+def execute(
+    cfg: RunConfig,
+    *,
+    console: Any = None,
+    show_progress: bool = True,
+    operative_config: str | None = None,
+    plugins: list[dict[str, Any]] | None = None,
+) -> RunSummary:
+    """Run the whole job; write summary.json, the operative config and the plugin list."""
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = RunSummary(
+        source=str(cfg.source),
+        output_dir=str(output_dir),
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    jobs = jobs_for(cfg.source, cfg.limit)
+    summary.files_total = len(jobs)
+    prepared = [PreparedEmbedding.build(s) for s in cfg.embeddings]
+    opened = open_outputs(cfg, prepared, output_dir)
+    for p, outs in zip(prepared, opened):
+        summary.embeddings.append(
+            {
+                "name": p.name,
+                "encoder": p.encoder.name,
+                "dim": p.space.dim,
+                "space_hash": p.space.hash,
+                "outputs": outs.paths,
+            }
+        )
+    cache = HashCache(output_dir / ".musicembed-hashes.json")
+    embedder = Embedder(
+        prepared,
+        batch_size=cfg.batch_size,
+        decode_workers=cfg.decode_workers,
+        hash_cache=cache,
+        known=[known_everywhere(o) for o in opened],
+    )
+    try:
+        if jobs:
+            with console.status("loading encoders..."):
+                embedder.load()
+        _consume(embedder, jobs, prepared, opened, summary, cfg, console, show_progress)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        console.print("[yellow]interrupted: finishing writes of completed tracks[/yellow]")
+    finally:
+        try:
+            close_outputs(opened)
+        finally:
+            cache.save()
+            summary.wall_seconds = time.perf_counter() - started
+            write_run_files(output_dir, summary, operative_config, plugins)
+    return summary
+
+
+def _consume(
+    embedder: Embedder,
+    jobs: list,
+    prepared: Sequence[PreparedEmbedding],
+    opened: Sequence[_Outputs],
+    summary: RunSummary,
+    cfg: RunConfig,
+    console: Any,
+    show_progress: bool,
+) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    t0 = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[rt]}"),
+        console=console,
+        disable=not show_progress,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("embed", total=len(jobs), rt="")
+        for res in embedder.embed(jobs):
+            _handle(res, prepared, opened, summary)
+            elapsed = time.perf_counter() - t0
+            rt = f"{summary.audio_seconds / elapsed:.1f}x realtime" if elapsed > 0 else ""
+            progress.update(task, advance=1, rt=rt)
+            if res.status == "failed" and cfg.fail_fast:
+                raise MusicembedError(f"{res.job.path}: {res.error} (run.fail_fast is set)")
+
+
+def _handle(
+    res: Result, prepared: Sequence[PreparedEmbedding], opened: Sequence[_Outputs], summary: RunSummary
+) -> None:
+    if res.status == "skipped":
+        summary.files_skipped += 1
+        return
+    if res.status == "failed":
+        summary.files_failed += 1
+        summary.failures.append(Failure(str(res.job.path), res.error or "unknown error"))
+        log.info("failed: %s: %s", res.job.path, res.error)
+        return
+    for e, vec in res.vectors.items():
+        rec = Record(
+            id=res.job.id,
+            vector=vec,
+            content_hash=res.content_hash,
+            metadata=dict(res.metadata),
+            frames=res.frames.get(e),
+        )
+        outs = opened[e]
+        for exp in outs.exporters:
+            exp.write([rec])
+        for i in range(len(outs.sinks)):
+            ids, vecs, metas = outs.pending[i]
+            ids.append(rec.id)
+            vecs.append(rec.vector)
+            metas.append({**rec.metadata, "content_hash": rec.content_hash})
+            _flush_sink(outs, i)
+    summary.files_ok += 1
+    summary.audio_seconds += res.seconds
+
+
+def write_run_files(
+    output_dir: Path,
+    summary: RunSummary,
+    operative_config: str | None,
+    plugins: list[dict[str, Any]] | None,
+) -> None:
+    """summary.json, operative_config.gin, plugins.json (latest run) + a copy under runs/."""
+    stamp = summary.started_at.replace(":", "").replace("+0000", "Z")
+    history = output_dir / "runs" / stamp
+    files = {"summary.json": json.dumps(summary.as_dict(), indent=2)}
+    if operative_config is not None:
+        files["operative_config.gin"] = operative_config
+    if plugins is not None:
+        files["plugins.json"] = json.dumps(plugins, indent=2)
+    for name, text in files.items():
+        atomic_write_text(output_dir / name, text)
+        history.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(history / name, text)
+
+
+def print_summary(summary: RunSummary, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="musicembed run summary", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("source", summary.source)
+    table.add_row(
+        "files",
+        f"{summary.files_total} found: {summary.files_ok} embedded, "
+        f"{summary.files_skipped} unchanged (skipped), {summary.files_failed} failed",
+    )
+    table.add_row("audio", f"{summary.audio_seconds:.1f} s processed")
+    table.add_row(
+        "time", f"{summary.wall_seconds:.1f} s wall, {summary.realtime_factor:.1f}x realtime"
+    )
+    for emb in summary.embeddings:
+        table.add_row(
+            f"embedding {emb['name']}",
+            f"{emb['encoder']} -> {emb['dim']} dims, space {emb['space_hash']}\n"
+            + "\n".join(emb["outputs"]),
+        )
+    table.add_row("run files", str(Path(summary.output_dir) / "summary.json"))
+    console.print(table)
+    if summary.failures:
+        ft = Table(title=f"{summary.files_failed} failed files", title_justify="left")
+        ft.add_column("file")
+        ft.add_column("reason")
+        for f in summary.failures:
+            ft.add_row(f.path, f.reason)
+        console.print(ft)
+    if summary.interrupted:
+        console.print("[yellow]The run was interrupted; run the same command again to resume.[/]")

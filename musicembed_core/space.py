@@ -1,0 +1,87 @@
+"""Embedding-space identity: which vectors may be compared, stored and searched together."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SpaceMismatchError
+
+
+@dataclass(frozen=True)
+class EmbeddingSpace:
+    """Encoder identity + enricher chain (+ projector) -> a stable hash.
+
+    ``encoder`` is the encoder's :meth:`signature` (name, weights revision,
+    sample rate, window/hop, ...); ``enrichers`` the chain's signatures in order.
+    """
+
+    encoder: dict[str, Any]
+    enrichers: tuple[dict[str, Any], ...]
+    dim: int
+    projector: dict[str, Any] | None = None
+    name: str = field(default="", compare=False)
+    """Human label (the embedding's name in the run); not part of the identity."""
+
+    def identity(self) -> dict[str, Any]:
+        ident: dict[str, Any] = {
+            "encoder": self.encoder,
+            "enrichers": list(self.enrichers),
+            "dim": self.dim,
+        }
+        if self.projector is not None:
+            ident["projector"] = self.projector
+        return ident
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps({"hash": self.hash, "name": self.name, **self.identity()}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EmbeddingSpace":
+        d = json.loads(text)
+        return cls(
+            encoder=d["encoder"],
+            enrichers=tuple(d["enrichers"]),
+            dim=int(d["dim"]),
+            projector=d.get("projector"),
+            name=d.get("name", ""),
+        )
+
+    def check_same(self, stored_json: str, where: str) -> None:
+        """Raise :class:`SpaceMismatchError` if ``stored_json`` describes another space."""
+        stored = json.loads(stored_json)
+        if stored.get("hash") == self.hash:
+            return
+        ours = {"hash": self.hash, **self.identity()}
+        diffs = _diff(stored, ours)
+        detail = "; ".join(diffs[:6]) or "hash differs"
+        raise SpaceMismatchError(
+            f"{where} holds vectors of embedding space {stored.get('hash')} but this run "
+            f"produces space {self.hash} ({detail}). Vectors of different spaces cannot be "
+            f"mixed: write to another path/collection, or delete the old output to rebuild it."
+        )
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            if k in ("hash", "name"):
+                continue
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b)):
+            out += _diff(x, y, f"{prefix}{i}.")
+        return out
+    if a != b:
+        return [f"{prefix.rstrip('.')}: stored {a!r}, now {b!r}"]
+    return []
