@@ -144,7 +144,7 @@ def plugins(as_json: bool, verbose: bool) -> None:
     manager = get_manager()
     data = [p.as_dict() for p in manager.plugins.values()]
     if verbose or as_json:
-        from .ginconfig import component_params
+        from .plugins import component_params
 
         for d in data:
             d["parameters"] = {

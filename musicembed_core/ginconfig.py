@@ -9,6 +9,7 @@ file, and the closest known spelling; ``skip_unknown`` is never used.
 from __future__ import annotations
 
 import difflib
+import logging
 import inspect
 import os
 import re
@@ -90,12 +91,17 @@ def parse(gin_files: Sequence[str], gin_params: Sequence[str], finalize: bool = 
         if not Path(f).is_file():
             raise ConfigError(f"gin file not found: {f} (paths are relative to {os.getcwd()})")
     add_search_paths(gin_files)
+    root = logging.getLogger()
+    quiet = _QuietGinSearch()
+    root.addFilter(quiet)
     try:
         gin.parse_config_files_and_bindings(
             list(gin_files), list(gin_params), finalize_config=finalize, skip_unknown=False
         )
     except (ValueError, KeyError, TypeError, SyntaxError, OSError, ImportError) as exc:
         raise ConfigError(explain(exc, manager)) from exc
+    finally:
+        root.removeFilter(quiet)
 
 
 _NO_CONFIGURABLE = re.compile(r"No configurable matching (?:reference )?'@?([^'()]+)")
@@ -103,15 +109,23 @@ _NO_PARAM = re.compile(r"Configurable '([^']+)' doesn't have a parameter named '
 
 
 def known_selectors() -> list[str]:
+    """Configurables a musicembed gin file may bind: ``<kind>.<name>``, ``run``, ``embedding``."""
     from gin import config as gin_config
 
     names: list[str] = []
-    for sel in gin_config._REGISTRY.keys():  # noqa: SLF001
-        if sel.split(".")[0] in KINDS or sel in ("run", "embedding") or sel.startswith(
-            "musicembed_core.runconfig."
-        ):
+    for sel, _ in gin_config._REGISTRY.items():  # noqa: SLF001
+        if sel.split(".")[0] in KINDS:
             names.append(sel)
+        elif sel.startswith("musicembed_core.runconfig."):
+            names.append(sel.rsplit(".", 1)[-1])
     return sorted(names)
+
+
+class _QuietGinSearch(logging.Filter):
+    """gin logs an ERROR for every include search path it tries; only real misses matter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Path not found")
 
 
 def explain(exc: BaseException, manager: PluginManager | None = None) -> str:
@@ -177,16 +191,6 @@ def config_str() -> str:
 def clear() -> None:
     """Clear bindings (not registrations): tests call this between cases."""
     gin.clear_config(clear_constants=True)
-
-
-def component_params(cls: type) -> list[tuple[str, Any]]:
-    """(name, default) pairs of a component's constructor, for docs and `plugins --verbose`."""
-    out = []
-    for p in inspect.signature(cls.__init__).parameters.values():
-        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        out.append((p.name, None if p.default is inspect.Parameter.empty else p.default))
-    return out
 
 
 def iter_kinds() -> Iterable[str]:

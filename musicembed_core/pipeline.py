@@ -338,7 +338,7 @@ class Embedder:
             while track.fed[e] in track.pending[e]:
                 fr = track.pending[e].pop(track.fed[e])
                 if fr.shape[1]:
-                    track.states[e].update(fr)
+                    track.states[e].update_framed(fr)
                 if track.keep[e]:
                     track.frames[e].append(fr.numpy())
                 track.fed[e] += 1

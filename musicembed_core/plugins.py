@@ -293,6 +293,18 @@ class PluginManager:
             yield from (self.components[kind][n] for n in sorted(self.components[kind]))
 
 
+def component_params(cls: type) -> list[tuple[str, Any]]:
+    """(name, default) pairs of a component's constructor: its gin parameters."""
+    import inspect
+
+    out = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out.append((p.name, None if p.default is inspect.Parameter.empty else p.default))
+    return out
+
+
 _manager: PluginManager | None = None
 
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -52,19 +48,3 @@ def example_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("examples") / "audio"
     make_example_set(folder, seconds=6.0)
     return folder
-
-
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, check: bool = True,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real `musicembed` command line in a subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "musicembed_core", *args],
-        capture_output=True, text=True, env=full_env, cwd=cwd or REPO, timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"musicembed {' '.join(args)} exited {proc.returncode}\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-    return proc

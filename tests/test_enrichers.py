@@ -404,7 +404,7 @@ def test_output_dim_requires_vector() -> None:
 def test_chain_signature_is_json() -> None:
     sig = mert_chain().signature()
     assert [s["name"] for s in sig] == ["layers", "stats", "flatten", "l2_normalize"]
-    assert sig[1] == {"name": "stats", "stats": ["mean", "iqr", "delta_mean"], "max_frames": 8192, "seed": 0}
+    assert sig[1] == {"name": "stats", "stats": ["mean", "iqr", "delta_mean"], "max_frames": 4096, "seed": 0}
     json.dumps(sig)
 
 
@@ -433,3 +433,13 @@ def test_enrichers_module_does_not_import_torch() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("F", [1, 2, 5, 8, 33])
+def test_iqr_sort_and_partition_paths_agree(F: int) -> None:
+    from musicembed_core.builtins.enrichers import _iqr
+
+    x = stack(F=F, seed=F)
+    ref = np_ref("iqr", x.numpy())
+    for use_numpy in (True, False):
+        np.testing.assert_allclose(_iqr(x, use_numpy=use_numpy).numpy(), ref, rtol=1e-6, atol=1e-6)

@@ -14,17 +14,7 @@ import pytest
 from musicembed_core import Encoder, Enricher, hookimpl, hookspecs
 from musicembed_core.errors import DuplicateComponentError, UnknownComponentError
 
-from conftest import REPO, run_cli
-
-
-def make_fake_dist(site: Path, name: str, module_source: str, ep_name: str | None = None) -> None:
-    """Write an importable module plus dist-info with a `musicembed` entry point."""
-    ep_name = ep_name or name
-    (site / f"{name}.py").write_text(textwrap.dedent(module_source))
-    dist = site / f"{name}-1.2.3.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n")
-    (dist / "entry_points.txt").write_text(f"[musicembed]\n{ep_name} = {name}\n")
+from musicembed_core.testing import REPO, make_fake_dist, run_cli
 
 
 def test_builtins_provide_the_core_components(manager):

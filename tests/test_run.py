@@ -17,7 +17,7 @@ import pytest
 
 from musicembed_core.builtins.hdf5 import read_hdf5
 
-from conftest import REPO, run_cli
+from musicembed_core.testing import REPO, run_cli
 
 QUICKSTART = str(REPO / "gin" / "runs" / "quickstart.gin")
 

@@ -416,11 +416,26 @@ class _IqrPooling(Pooling):
             frames = frames[:, take:]
             f -= take
             if self.n == self.k:
-                self.buffer = torch.cat(self.blocks, dim=1)
-                self.blocks = []
+                self._to_buffer()
         if f == 0:
             return
         self._reservoir(frames)
+
+    def _to_buffer(self) -> None:
+        """Move the kept blocks into one ``[L, k, D]`` buffer, freeing each as it goes."""
+        import torch
+
+        first = self.blocks[0]
+        self.buffer = torch.empty(
+            (first.shape[0], self.k, first.shape[2]), dtype=first.dtype, device=first.device
+        )
+        pos = 0
+        self.blocks.reverse()
+        while self.blocks:
+            b = self.blocks.pop()
+            self.buffer[:, pos : pos + b.shape[1]] = b
+            pos += b.shape[1]
+            del b
 
     def _reservoir(self, frames: "torch.Tensor") -> None:
         import numpy as np
@@ -452,12 +467,13 @@ class _IqrPooling(Pooling):
         return _iqr(held).to(torch.float32)
 
 
-def _iqr(x: "torch.Tensor") -> "torch.Tensor":
+def _iqr(x: "torch.Tensor", use_numpy: bool | None = None) -> "torch.Tensor":
     """75th - 25th percentile over dim 1, linear interpolation (numpy's default).
 
     Works one layer at a time on a frames-contiguous copy: on CPU with
     ``numpy.partition`` (linear time, only the 4 order statistics needed),
-    elsewhere with ``torch.sort``. ``torch.quantile`` refuses large inputs.
+    elsewhere with ``torch.sort`` (``use_numpy`` forces either path).
+    ``torch.quantile`` refuses large inputs.
     """
     import math
 
@@ -476,7 +492,7 @@ def _iqr(x: "torch.Tensor") -> "torch.Tensor":
 
     for layer in range(x.shape[0]):
         xt = x[layer].t().contiguous()  # [D, n]
-        if xt.device.type == "cpu":
+        if use_numpy if use_numpy is not None else xt.device.type == "cpu":
             import numpy as np
 
             s = torch.from_numpy(np.partition(xt.numpy(), ks, axis=1))
@@ -500,7 +516,7 @@ class IqrEnricher(_PoolEnricher):
 
     name: ClassVar[str] = "iqr"
 
-    def __init__(self, max_frames: int = 8192, seed: int = 0) -> None:
+    def __init__(self, max_frames: int = 4096, seed: int = 0) -> None:
         if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2:
             raise EnricherConfigError(
                 f"enrichers.iqr: max_frames must be an int >= 2, got {max_frames!r}"
@@ -549,7 +565,7 @@ class StatsEnricher(_PoolEnricher):
     def __init__(
         self,
         stats: "list[str] | str" = ("mean", "iqr", "delta_mean"),  # type: ignore[assignment]
-        max_frames: int = 8192,
+        max_frames: int = 4096,
         seed: int = 0,
     ) -> None:
         if isinstance(stats, str):

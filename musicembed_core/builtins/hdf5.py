@@ -399,9 +399,9 @@ class Hdf5Exporter(Exporter):
                     [r[0] for r in rows], np.stack([r[1] for r in rows]), [r[2] for r in rows],
                     [r[3] for r in rows], counts if has_frames else None,
                 )
-                for r in rows:
-                    if r[4] is not None:
-                        w.add_frames(r[4])
+                stacks = [r[4] for r in rows if r[4] is not None]
+                if stacks:
+                    w.add_frames(np.concatenate(stacks))
             finally:
                 w.close()
         self._segments.append(seg)
@@ -478,6 +478,8 @@ class Hdf5Exporter(Exporter):
     @staticmethod
     def _copy_frames(src: Any, offsets: "np.ndarray", counts: "np.ndarray", w: _Writer) -> None:
         """Append the given tracks' frames to ``w`` in order, holding at most ~64 MiB at once."""
+        import numpy as np
+
         row_bytes = 4 * int(src.shape[1]) * int(src.shape[2])
         step = max(1, _COPY_BYTES // max(1, row_bytes))
         nz = counts > 0
@@ -487,8 +489,10 @@ class Hdf5Exporter(Exporter):
         lo, hi = int(offsets.min()), int((offsets + counts).max())
         if hi - lo <= step:  # the block's frames fit in memory: one read
             span = src[lo:hi]
-            for o, c in zip(offsets, counts):
-                w.add_frames(span[o - lo : o - lo + c])
+            if int(counts.sum()) == hi - lo and (np.diff(offsets) == counts[:-1]).all():
+                w.add_frames(span)  # the usual case: the tracks' frames are one contiguous run
+            else:
+                w.add_frames(np.concatenate([span[o - lo : o - lo + c] for o, c in zip(offsets, counts)]))
             return
         for o, c in zip(offsets, counts):
             for s in range(0, int(c), step):

@@ -1,0 +1,54 @@
+"""Helpers for testing musicembed and its plugins (used by our own suites).
+
+Nothing here is a stand-in for real components: these run the real command
+line and write real package metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(
+    *args: str,
+    env: dict | None = None,
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """Run the real ``musicembed`` command line in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "musicembed_core", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"musicembed {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def make_fake_dist(site: Path, name: str, module_source: str, ep_name: str | None = None,
+                   version: str = "1.2.3") -> None:
+    """Write a module plus dist-info with a ``musicembed`` entry point into ``site``.
+
+    Put ``site`` on PYTHONPATH to make it an installed plugin for a subprocess.
+    """
+    ep_name = ep_name or name
+    (site / f"{name}.py").write_text(textwrap.dedent(module_source))
+    dist = site / f"{name}-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text(f"[musicembed]\n{ep_name} = {name}\n")
