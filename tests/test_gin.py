@@ -59,7 +59,7 @@ def test_missing_gin_file_is_a_clear_error(manager):
 
 
 def test_required_source_is_named(manager):
-    with pytest.raises(ConfigError, match=r"run.source set to `%gin.REQUIRED`.*--gin_param"):
+    with pytest.raises(ConfigError, match=r"(?s)run.source set to `%gin.REQUIRED`.*--gin_param"):
         ginconfig.parse([str(REPO / "gin" / "runs" / "two_windows.gin")], [])
 
 
