@@ -193,7 +193,10 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         try:
             return fn(p)
         except Exception as e:  # noqa: BLE001 - any backend failure means "try the next one"
-            reasons.append(f"{name}: {_short(e)}")
+            reason = _short(e)
+            if name == "soundfile" and "File does not exist" in reason:
+                reason = "format not recognised"  # libsndfile's misleading wording for bad MP3s
+            reasons.append(f"{name}: {reason}")
     raise AudioDecodeError(f"{p}: not an audio file or unsupported format: {'; '.join(reasons)}")
 
 
@@ -351,8 +354,12 @@ def _open(path: str | os.PathLike) -> tuple[AudioInfo, Callable[[int], Iterator[
                     raise e from None
                 if alt.sample_rate != info.sample_rate:
                     raise
+                it.close()
                 it = _iter_pyav(p, alt, block_frames)
-                first = next(it, None)
+                try:
+                    first = next(it, None)
+                except Exception as e2:  # noqa: BLE001
+                    raise RuntimeError(f"soundfile: {_short(e)}; pyav: {_short(e2)}") from e2
             if first is not None:
                 total += len(first)
                 yield first
@@ -364,6 +371,8 @@ def _open(path: str | os.PathLike) -> tuple[AudioInfo, Callable[[int], Iterator[
         except Exception as e:  # noqa: BLE001
             where = f" after {total / info.sample_rate:.1f} s" if total else ""
             raise AudioDecodeError(f"{p}: decode error{where}: {_short(e)}") from e
+        finally:
+            it.close()  # closes the file now, also when the consumer stops early
         if total == 0:
             raise AudioDecodeError(f"{p}: contains no audio samples")
 
@@ -447,12 +456,15 @@ def stream_resampled(
 
     def gen() -> Iterator[dict[int, np.ndarray]]:
         prev: np.ndarray | None = None
-        for block in mono:  # one block of look-ahead, so the real last block flushes
+        try:
+            for block in mono:  # one block of look-ahead, so the real last block flushes
+                if prev is not None:
+                    yield {r: rs.process(prev) for r, rs in resamplers.items()}
+                prev = block
             if prev is not None:
-                yield {r: rs.process(prev) for r, rs in resamplers.items()}
-            prev = block
-        if prev is not None:
-            yield {r: rs.process(prev, last=True) for r, rs in resamplers.items()}
+                yield {r: rs.process(prev, last=True) for r, rs in resamplers.items()}
+        finally:
+            mono.close()
 
     return info, gen()
 

@@ -210,7 +210,10 @@ def entrypoint() -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except MusicembedError as exc:
-        _console().print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        from rich.markup import escape
+
+        _console().print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False,
+                         soft_wrap=True)
         if os.environ.get("MUSICEMBED_DEBUG"):
             raise
         sys.exit(2)

@@ -179,7 +179,12 @@ def write_audio(path: str | os.PathLike, data: np.ndarray, sample_rate: int) -> 
 
             data = soxr.resample(data, sample_rate, 48000, quality="HQ").astype(np.float32)
             sample_rate = 48000
-        sf.write(str(path), data, sample_rate, format=fmt, subtype=subtype)
+        channels = 1 if data.ndim == 1 else data.shape[1]
+        # Write in chunks: one huge write to Ogg/Vorbis overflows libvorbis's stack
+        # (alloca of the whole buffer; libsndfile #1095, python-soundfile #426).
+        with sf.SoundFile(str(path), "w", sample_rate, channels, subtype=subtype, format=fmt) as f:
+            for start in range(0, len(data), 65536):
+                f.write(data[start : start + 65536])
     elif ext in _PYAV_EXT:
         _write_aac(path, data, sample_rate, _PYAV_EXT[ext])
     else:

@@ -66,20 +66,43 @@ def _register_core() -> None:
     _core_registered = True
 
 
+_INCLUDE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""", re.M)
+
+
+def _gin_roots(path: Path) -> list[Path]:
+    p = path.resolve().parent
+    roots = [p]
+    for parent in [p, *p.parents]:
+        if parent.name == "gin":
+            roots += [parent, parent.parent]
+            break
+    return roots
+
+
 def add_search_paths(gin_files: Sequence[str]) -> None:
-    """Let ``include 'encoders/x.gin'`` resolve from the gin root of each file given."""
-    paths: list[str] = [os.getcwd()]
-    for f in gin_files:
-        p = Path(f).resolve().parent
-        paths.append(str(p))
-        for parent in [p, *p.parents]:
-            if parent.name == "gin":
-                paths.append(str(parent))
-                paths.append(str(parent.parent))
-                break
+    """Let ``include 'encoders/x.gin'`` resolve from the gin root of each file involved.
+
+    Include lines are followed recursively, so a run file outside ``gin/`` may
+    include ``gin/runs/quickstart.gin``, whose own includes are relative to ``gin/``.
+    """
+    paths: list[Path] = [Path.cwd()]
     env = os.environ.get("MUSICEMBED_GIN_PATH", "")
-    paths += [p for p in env.split(os.pathsep) if p]
-    for path in dict.fromkeys(paths):
+    paths += [Path(p) for p in env.split(os.pathsep) if p]
+    bundled = Path(__file__).resolve().parents[1] / "gin"
+    if bundled.is_dir():
+        paths += [bundled, bundled.parent]
+    todo = [Path(f) for f in gin_files]
+    seen: set[Path] = set()
+    while todo:
+        f = todo.pop()
+        if f in seen or not f.is_file():
+            continue
+        seen.add(f)
+        paths += _gin_roots(f)
+        for inc in _INCLUDE.findall(f.read_text(errors="replace")):
+            cand = [Path(inc)] if Path(inc).is_absolute() else [d / inc for d in paths]
+            todo += [c for c in cand if c.is_file()][:1]
+    for path in dict.fromkeys(str(p) for p in paths):
         gin.add_config_file_search_path(path)
 
 
@@ -135,8 +158,15 @@ def explain(exc: BaseException, manager: PluginManager | None = None) -> str:
     if m:
         wanted = m.group(1).split("/")[-1]
         known = known_selectors()
-        close = difflib.get_close_matches(wanted, known, n=3, cutoff=0.5)
+        kind = wanted.split(".")[0] if "." in wanted else ""
+        same_kind = [k for k in known if k.startswith(kind + ".")] if kind in KINDS else known
+        close = difflib.get_close_matches(wanted, same_kind, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        if kind in KINDS and not close:
+            hint = (
+                f" No installed plugin provides it: install the plugin that does "
+                f"(e.g. pip install musicembed-{wanted.split('.', 1)[1].replace('_', '-')})."
+            )
         broken = ""
         if manager is not None:
             bad = [p.name for p in manager.plugins.values() if p.error]

@@ -300,11 +300,12 @@ def write_run_files(
 
 
 def print_summary(summary: RunSummary, console: Any) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="musicembed run summary", show_header=False, title_justify="left")
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     table.add_row("source", summary.source)
     table.add_row(
         "files",
@@ -325,10 +326,10 @@ def print_summary(summary: RunSummary, console: Any) -> None:
     console.print(table)
     if summary.failures:
         ft = Table(title=f"{summary.files_failed} failed files", title_justify="left")
-        ft.add_column("file")
-        ft.add_column("reason")
+        ft.add_column("file", overflow="fold")
+        ft.add_column("reason", overflow="fold")
         for f in summary.failures:
-            ft.add_row(f.path, f.reason)
+            ft.add_row(escape(f.path), escape(f.reason))
         console.print(ft)
     if summary.interrupted:
         console.print("[yellow]The run was interrupted; run the same command again to resume.[/]")

@@ -118,6 +118,23 @@ def test_stereo_mixes_to_mean(tmp_path, ext):
     assert np.sqrt(np.mean(z**2)) < 0.01 * np.sqrt(np.mean(left**2)) + 1e-4
 
 
+@pytest.mark.parametrize(
+    "ext,subtype",
+    [(".wav", t) for t in ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")]
+    + [(".flac", "PCM_16"), (".flac", "PCM_24")],
+)
+def test_pyav_sample_formats_match_soundfile(tmp_path, ext, subtype):
+    """The FFmpeg path converts every sample format (int/float, packed/planar) like libsndfile."""
+    path = tmp_path / f"x{ext}"
+    x = synth_clip(1.5, 44100, seed=9, channels=2)
+    sf.write(path, x, 44100, subtype=subtype)
+    ref = np.concatenate(list(stream_mono(path)[1]))
+    info = audio._probe_pyav(path)
+    assert (info.sample_rate, info.channels, info.backend) == (44100, 2, "pyav")
+    got = np.concatenate(list(audio._iter_pyav(path, info, 5000)))
+    np.testing.assert_allclose(got, ref, atol=1e-2 if subtype == "PCM_U8" else 1e-6)
+
+
 # --------------------------------------------------------------------------- resampling
 
 
@@ -183,6 +200,19 @@ def test_stream_mono_block_sizes(library):
     info, blocks = stream_mono(library / "e.m4a", block_frames=10000)  # PyAV path re-blocks decoder frames
     sizes = [len(b) for b in blocks]
     assert all(s == 10000 for s in sizes[:-1]) and sum(sizes) == info.frames
+
+
+def test_stopping_early_closes_the_file(library):
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.exists():
+        pytest.skip("needs /proc")
+    before = len(list(fd_dir.iterdir()))
+    for _ in range(30):
+        for rel in ("jazz/b.flac", "e.m4a"):
+            _, blocks = stream_resampled(library / rel, [16000], block_seconds=0.5)
+            next(blocks)
+            blocks.close()
+    assert len(list(fd_dir.iterdir())) <= before + 2
 
 
 # --------------------------------------------------------------------------- errors

@@ -106,6 +106,7 @@ def test_top_db_is_per_batch_item():
     assert float(amplitude_to_db(quiet).min()) > float(amplitude_to_db(quiet).max()) - 80.0 - 1e-4
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*is deprecated:DeprecationWarning")
 def test_melspectrogram_torchscript_identical(waves):
     mod = MelSpectrogram(sample_rate=16000, n_fft=1024, hop_length=320, n_mels=96, f_max=8000.0).eval()
     scripted = torch.jit.script(mod)

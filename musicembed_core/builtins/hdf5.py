@@ -222,6 +222,7 @@ class Hdf5Exporter(Exporter):
     """
 
     name = "hdf5"
+    extension = ".h5"
 
     def __init__(
         self,
@@ -325,6 +326,8 @@ class Hdf5Exporter(Exporter):
         self._flush_segment()
         if self._segments or not os.path.exists(self._file):
             self._consolidate()
+        elif os.path.isdir(self._pending):  # emptied by a run killed just before removing it
+            self._remove_pending_dir()
         self._closed = True
 
     # ------------------------------------------------------------------ internals
@@ -468,12 +471,16 @@ class Hdf5Exporter(Exporter):
         for seg in self._segments:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(seg)
-        if os.path.isdir(self._pending):
-            fsync_dir(self._pending)
-            with contextlib.suppress(OSError):
-                os.rmdir(self._pending)
-                fsync_dir(os.path.dirname(os.path.abspath(self._pending)))
         self._segments = []
+        self._remove_pending_dir()
+
+    def _remove_pending_dir(self) -> None:
+        if not os.path.isdir(self._pending):
+            return
+        fsync_dir(self._pending)
+        with contextlib.suppress(OSError):  # not empty: a concurrent writer's temp file
+            os.rmdir(self._pending)
+            fsync_dir(os.path.dirname(os.path.abspath(self._pending)))
 
     @staticmethod
     def _copy_frames(src: Any, offsets: "np.ndarray", counts: "np.ndarray", w: _Writer) -> None:

@@ -32,7 +32,7 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..atomic import atomic_path, atomic_write_json, clean_stale_temps, fsync_dir
+from ..atomic import atomic_write_bytes, atomic_write_json, clean_stale_temps, fsync_dir
 from ..components import Exporter, Record
 from ..errors import MusicembedError
 from .hdf5 import _json_default
@@ -111,6 +111,7 @@ class SafetensorsExporter(Exporter):
     """
 
     name = "safetensors"
+    extension = ".safetensors"
 
     def __init__(self, path: str | None = None, shard_size: int = 4096) -> None:
         if int(shard_size) < 1:
@@ -242,7 +243,7 @@ class SafetensorsExporter(Exporter):
 
     def _write_shard(self, rows: Sequence[tuple[str, "np.ndarray", str, str]]) -> None:
         import numpy as np
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
         number = self._last_shard + 1
         name = _shard_name(number)
@@ -257,8 +258,9 @@ class SafetensorsExporter(Exporter):
             "space": self._space.to_json(),
         }
         vectors = np.ascontiguousarray(np.stack([r[1] for r in rows]).astype(np.float32, copy=False))
-        with atomic_path(os.path.join(self._dir, name)) as tmp:
-            save_file({"vectors": vectors}, tmp, metadata=meta)
+        # save() + our own atomic write rather than save_file(): the latter
+        # leaves a randomly named temp file behind when killed, and skips fsync.
+        atomic_write_bytes(os.path.join(self._dir, name), save({"vectors": vectors}, metadata=meta))
         self._last_shard = number
         self._add_shard(name, ids, hashes)
         self._write_index()

@@ -1,0 +1,151 @@
+"""Speed and memory of the core pipeline with the built-in `logmel` encoder.
+
+Prints ratios against baselines measured in the same invocation (these
+machines are noisy; absolute figures are for orientation only):
+
+1. speed: musicembed's pipeline on a generated example set, as a multiple of
+   real time, vs a plain loop (load the whole file, encode it in one call, pool).
+2. memory: peak RSS of a fresh process embedding a 60-minute file vs a
+   1-minute file (target: ratio < 1.5), plus what loading the 60-minute file
+   whole would cost, for scale.
+
+    python benchmarks/bench_logmel.py [--tracks 12] [--seconds 60] [--long-minutes 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def build_run(source: Path, out: Path):
+    from musicembed_core import ginconfig
+    from musicembed_core.runconfig import run_config
+
+    ginconfig.clear()
+    ginconfig.parse(
+        [str(REPO / "gin" / "runs" / "quickstart.gin")],
+        [f"run.source = '{source}'", f"run.output_dir = '{out}'"],
+    )
+    return run_config()
+
+
+def run_pipeline(source: Path, out: Path) -> tuple[float, float]:
+    from musicembed_core.runner import execute
+
+    cfg = build_run(source, out)
+    summary = execute(cfg, show_progress=False)
+    assert summary.files_failed == 0, summary.failures
+    return summary.audio_seconds, summary.wall_seconds
+
+
+def plain_loop(files: list[Path]) -> tuple[float, float]:
+    """What a user's script does: whole file in memory, one encoder call, mean/std."""
+    import torch
+
+    from musicembed_core.audio import load_audio
+    from musicembed_core.builtins.logmel import LogMelEncoder
+
+    enc = LogMelEncoder()
+    enc.load()
+    t0 = time.perf_counter()
+    seconds = 0.0
+    for f in files:
+        wave = load_audio(f, enc.sample_rate)
+        seconds += wave.size / enc.sample_rate
+        frames = enc.encode(torch.from_numpy(wave)[None])[:, 0]
+        vec = torch.cat([frames.mean(1), frames.std(1, unbiased=False)], -1).flatten()
+        _ = (vec / vec.norm()).numpy()
+    return seconds, time.perf_counter() - t0
+
+
+def write_long(path: Path, minutes: float, rate: int = 44100) -> None:
+    """A long stereo file written block by block (never held whole)."""
+    import soundfile as sf
+
+    from musicembed_core.examples import synth_clip
+
+    block = synth_clip(30.0, rate, seed=3, channels=2).astype(np.float32)
+    with sf.SoundFile(path, "w", samplerate=rate, channels=2, subtype="PCM_16") as f:
+        for _ in range(int(round(minutes * 2))):
+            f.write(block)
+
+
+def child_rss(args: list[str]) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, cwd=REPO
+    )
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tracks", type=int, default=12, help="example tracks for the speed test")
+    ap.add_argument("--seconds", type=float, default=60.0, help="length of each example track")
+    ap.add_argument("--long-minutes", type=float, default=60.0)
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
+    ap.add_argument("--load-whole", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    if a.rss_child:  # child: embed one file, report peak RSS
+        with tempfile.TemporaryDirectory() as tmp:
+            audio_s, wall = run_pipeline(Path(a.rss_child), Path(tmp) / "out")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"peak_rss_mb": peak, "audio_seconds": audio_s, "wall": wall}))
+        return
+    if a.load_whole:  # child: the naive whole-file load, for scale
+        from musicembed_core.audio import load_audio
+
+        wave = load_audio(a.load_whole, 16000)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"peak_rss_mb": peak, "samples": int(wave.size)}))
+        return
+
+    from musicembed_core.examples import synth_clip, write_audio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        lib = tmp / "lib"
+        lib.mkdir()
+        exts = [".wav", ".flac", ".ogg", ".mp3"]
+        for i in range(a.tracks):
+            sr = 44100 if i % 2 else 22050
+            write_audio(lib / f"t{i:02d}{exts[i % len(exts)]}", synth_clip(a.seconds, sr, seed=i, channels=1 + i % 2), sr)
+        files = sorted(lib.iterdir())
+        plain_loop(files[:1])  # warm-up (allocator, caches)
+        base_s, base_t = plain_loop(files)
+        pipe_s, pipe_t = run_pipeline(lib, tmp / "out")
+        print(f"speed ({a.tracks} tracks x {a.seconds:.0f} s, logmel, this machine):")
+        print(f"  plain loop          {base_s / base_t:8.1f}x realtime")
+        print(f"  musicembed pipeline {pipe_s / pipe_t:8.1f}x realtime  (incl. hashing, HDF5 writes)")
+        print(f"  ratio pipeline / plain loop: {(pipe_s / pipe_t) / (base_s / base_t):.2f}")
+
+        short, long_ = tmp / "one_minute.wav", tmp / "long.wav"
+        write_long(short, 1.0)
+        write_long(long_, a.long_minutes)
+        r1 = child_rss(["--rss-child", str(short)])
+        r60 = child_rss(["--rss-child", str(long_)])
+        whole = child_rss(["--load-whole", str(long_)])
+        print(f"peak RSS, fresh process, 44.1 kHz stereo WAV:")
+        print(f"  1-minute file             {r1['peak_rss_mb']:8.0f} MB")
+        print(f"  {a.long_minutes:.0f}-minute file            {r60['peak_rss_mb']:8.0f} MB "
+              f"({r60['audio_seconds'] / r60['wall']:.0f}x realtime)")
+        print(f"  ratio long / 1-minute: {r60['peak_rss_mb'] / r1['peak_rss_mb']:.2f}  (target < 1.5)")
+        print(f"  for scale, loading the long file whole at 16 kHz: {whole['peak_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
