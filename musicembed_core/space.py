@@ -73,7 +73,7 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
         for k in sorted(set(a) | set(b)):
-            if k in ("hash", "name"):
+            if not prefix and k in ("hash", "name"):  # labels, not identity
                 continue
             out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
         return out

@@ -70,7 +70,7 @@ def test_run_embeds_a_library_and_reports_failures(library, tmp_path):
 
     written = json.loads((out / "summary.json").read_text())
     assert written["files_ok"] == n_good and written["failures"]
-    assert "encoders.logmel.n_mels = 96" in (out / "operative_config.gin").read_text()
+    assert "logmel.n_mels = 96" in (out / "operative_config.gin").read_text()
     plugins = json.loads((out / "plugins.json").read_text())
     assert plugins[0]["name"] == "builtins" and plugins[0]["version"]
 
@@ -138,6 +138,7 @@ def test_kill_9_then_rerun_embeds_every_file_exactly_once(tmp_path):
             "--gin_param", "exporters.hdf5.checkpoint_every = 3",
             "--gin_param", "run.batch_size = 1", "--gin_param", "run.decode_workers = 1"]
     pending = out / "logmel.h5.pending"
+    killed = 0
     for kill_after_segments in (1, 4):
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
@@ -147,10 +148,12 @@ def test_kill_9_then_rerun_embeds_every_file_exactly_once(tmp_path):
             time.sleep(0.005)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
+            killed += 1
         proc.wait()
         if (out / "logmel.h5").exists():  # whatever exists must open
             with h5py.File(out / "logmel.h5", "r") as f:
                 assert len(f["ids"]) == f["vectors"].shape[0]
+    assert killed == 2, "the run finished before it could be killed"
     final = subprocess.run(args + ["--json"], cwd=REPO, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     summary = json.loads(final.stdout)
