@@ -139,7 +139,7 @@ def main() -> None:
         r1 = child_rss(["--rss-child", str(short)])
         r60 = child_rss(["--rss-child", str(long_)])
         whole = child_rss(["--load-whole", str(long_)])
-        print(f"peak RSS, fresh process, 44.1 kHz stereo WAV:")
+        print("peak RSS, fresh process, 44.1 kHz stereo WAV:")
         print(f"  1-minute file             {r1['peak_rss_mb']:8.0f} MB")
         print(f"  {a.long_minutes:.0f}-minute file            {r60['peak_rss_mb']:8.0f} MB "
               f"({r60['audio_seconds'] / r60['wall']:.0f}x realtime)")

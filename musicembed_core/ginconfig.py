@@ -14,7 +14,7 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import gin
 

@@ -54,6 +54,28 @@ class EmbeddingSpace:
             name=d.get("name", ""),
         )
 
+    def check_record(self, record: Any) -> Any:
+        """Validate a :class:`Record` for this space; its vector as float32 ``[dim]``.
+
+        Exporters and sinks call this so a wrong dimension is refused the same way
+        everywhere, naming the track and both dims.
+        """
+        if not isinstance(record.id, str) or not isinstance(record.content_hash, str):
+            raise TypeError(f"record {record.id!r}: id and content_hash must be str")
+        return self.check_vector(record.id, record.vector)
+
+    def check_vector(self, track_id: str, vector: Any) -> Any:
+        """``vector`` as float32 ``[dim]``, or a ValueError naming the track and both dims."""
+        import numpy as np
+
+        vec = np.asarray(vector, dtype=np.float32)
+        if vec.shape != (self.dim,):
+            raise ValueError(
+                f"record {track_id!r}: vector has shape {tuple(vec.shape)} but the embedding "
+                f"space {self.hash} has dim {self.dim} (expected shape ({self.dim},))"
+            )
+        return vec
+
     def check_same(self, stored_json: str, where: str) -> None:
         """Raise :class:`SpaceMismatchError` if ``stored_json`` describes another space."""
         stored = json.loads(stored_json)

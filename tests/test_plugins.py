@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import types
-from pathlib import Path
 
 import pytest
 

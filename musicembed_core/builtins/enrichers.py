@@ -19,7 +19,7 @@ plugins`` imports it just to list the components.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..components import Enricher, Pooling
 from ..errors import ConfigError

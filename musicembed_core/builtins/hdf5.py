@@ -285,18 +285,10 @@ class Hdf5Exporter(Exporter):
 
         if self._closed:
             raise RuntimeError("Hdf5Exporter.write() called before open() or after close()")
-        dim = int(self._space.dim)
         frame_shape = self._frame_shape
         rows = []
         for rec in records:
-            if not isinstance(rec.id, str) or not isinstance(rec.content_hash, str):
-                raise TypeError(f"record {rec.id!r}: id and content_hash must be str")
-            vec = np.asarray(rec.vector, dtype=np.float32)
-            if vec.shape != (dim,):
-                raise ValueError(
-                    f"record {rec.id!r}: vector has shape {tuple(vec.shape)} but the embedding "
-                    f"space {self._space.hash} has dim {dim} (expected shape ({dim},))"
-                )
+            vec = self._space.check_record(rec)
             frames = None
             if self.store_frames and rec.frames is not None:
                 fr = np.asarray(rec.frames, dtype=np.float32)

@@ -201,21 +201,12 @@ class SafetensorsExporter(Exporter):
 
     def write(self, records: Sequence[Record]) -> None:
         """Validate and buffer records; each ``shard_size`` of them becomes a durable shard."""
-        import numpy as np
 
         if self._closed:
             raise RuntimeError("SafetensorsExporter.write() called before open() or after close()")
-        dim = int(self._space.dim)
         rows = []
         for rec in records:
-            if not isinstance(rec.id, str) or not isinstance(rec.content_hash, str):
-                raise TypeError(f"record {rec.id!r}: id and content_hash must be str")
-            vec = np.asarray(rec.vector, dtype=np.float32)
-            if vec.shape != (dim,):
-                raise ValueError(
-                    f"record {rec.id!r}: vector has shape {tuple(vec.shape)} but the embedding "
-                    f"space {self._space.hash} has dim {dim} (expected shape ({dim},))"
-                )
+            vec = self._space.check_record(rec)
             rows.append((rec.id, vec, rec.content_hash, _dumps(dict(rec.metadata or {}))))
         self._buffer.extend(rows)
         while len(self._buffer) >= self.shard_size:
