@@ -29,6 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+DEVICE = "cpu"
+
+
 def build_run(source: Path, out: Path):
     from musicembed_core import ginconfig
     from musicembed_core.runconfig import run_config
@@ -36,7 +39,8 @@ def build_run(source: Path, out: Path):
     ginconfig.clear()
     ginconfig.parse(
         [str(REPO / "gin" / "runs" / "quickstart.gin")],
-        [f"run.source = '{source}'", f"run.output_dir = '{out}'"],
+        [f"run.source = '{source}'", f"run.output_dir = '{out}'",
+         f"encoders.logmel.device = '{DEVICE}'"],
     )
     return run_config()
 
@@ -57,7 +61,7 @@ def plain_loop(files: list[Path]) -> tuple[float, float]:
     from musicembed_core.audio import load_audio
     from musicembed_core.builtins.logmel import LogMelEncoder
 
-    enc = LogMelEncoder()
+    enc = LogMelEncoder(device=DEVICE)
     enc.load()
     t0 = time.perf_counter()
     seconds = 0.0
@@ -66,7 +70,7 @@ def plain_loop(files: list[Path]) -> tuple[float, float]:
         seconds += wave.size / enc.sample_rate
         frames = enc.encode(torch.from_numpy(wave)[None])[:, 0]
         vec = torch.cat([frames.mean(1), frames.std(1, unbiased=False)], -1).flatten()
-        _ = (vec / vec.norm()).numpy()
+        _ = (vec / vec.norm()).cpu().numpy()
     return seconds, time.perf_counter() - t0
 
 
@@ -96,9 +100,12 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=12, help="example tracks for the speed test")
     ap.add_argument("--seconds", type=float, default=60.0, help="length of each example track")
     ap.add_argument("--long-minutes", type=float, default=60.0)
+    ap.add_argument("--device", default="cpu", help="where logmel runs (cpu, cuda)")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     ap.add_argument("--load-whole", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global DEVICE
+    DEVICE = a.device
 
     if a.rss_child:  # child: embed one file, report peak RSS
         with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +135,7 @@ def main() -> None:
         plain_loop(files[:1])  # warm-up (allocator, caches)
         base_s, base_t = plain_loop(files)
         pipe_s, pipe_t = run_pipeline(lib, tmp / "out")
-        print(f"speed ({a.tracks} tracks x {a.seconds:.0f} s, logmel, this machine):")
+        print(f"speed ({a.tracks} tracks x {a.seconds:.0f} s, logmel on {a.device}, this machine):")
         print(f"  plain loop          {base_s / base_t:8.1f}x realtime")
         print(f"  musicembed pipeline {pipe_s / pipe_t:8.1f}x realtime  (incl. hashing, HDF5 writes)")
         print(f"  ratio pipeline / plain loop: {(pipe_s / pipe_t) / (base_s / base_t):.2f}")
@@ -136,8 +143,8 @@ def main() -> None:
         short, long_ = tmp / "one_minute.wav", tmp / "long.wav"
         write_long(short, 1.0)
         write_long(long_, a.long_minutes)
-        r1 = child_rss(["--rss-child", str(short)])
-        r60 = child_rss(["--rss-child", str(long_)])
+        r1 = child_rss(["--rss-child", str(short), "--device", a.device])
+        r60 = child_rss(["--rss-child", str(long_), "--device", a.device])
         whole = child_rss(["--load-whole", str(long_)])
         print("peak RSS, fresh process, 44.1 kHz stereo WAV:")
         print(f"  1-minute file             {r1['peak_rss_mb']:8.0f} MB")

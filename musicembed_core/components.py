@@ -28,6 +28,9 @@ class Component:
 
     name: ClassVar[str] = ""
     """Registry name, unique per kind (``encoders.<name>`` in gin)."""
+    runtime_params: ClassVar[frozenset[str]] = frozenset({"device", "num_threads"})
+    """Constructor arguments that change where/how fast it runs, not its output:
+    left out of :meth:`signature`, so moving a run from GPU to CPU keeps its space."""
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments as stored on the instance (JSON-friendly values)."""
@@ -41,7 +44,8 @@ class Component:
 
     def signature(self) -> dict[str, Any]:
         """Identity of this component inside an embedding space."""
-        return {"name": self.name, **self.config()}
+        cfg = {k: v for k, v in self.config().items() if k not in self.runtime_params}
+        return {"name": self.name, **cfg}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

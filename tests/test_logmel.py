@@ -82,7 +82,8 @@ def test_signature_and_config_contain_the_arguments():
     }  # fmt: skip
     sig = enc.signature()
     assert sig["name"] == "logmel" and sig["dim"] == 64 and sig["frame_rate"] == 100.0 and sig["num_layers"] == 2
-    assert {k: sig[k] for k in cfg} == cfg
+    assert {k: sig[k] for k in cfg if k != "device"} == {k: v for k, v in cfg.items() if k != "device"}
+    assert "device" not in sig  # where it runs is not part of the embedding space
     assert sig != LogMelEncoder().signature()
     with pytest.raises(ValueError, match="Nyquist"):
         LogMelEncoder(f_max=9000.0)
@@ -135,3 +136,24 @@ def test_module_import_does_not_import_torch():
         "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on CPU-only CI)")
+def test_pipeline_on_cuda_matches_cpu(tmp_path):
+    """The same file through the pipeline with logmel on CUDA and on CPU."""
+    from musicembed_core.builtins import enrichers as E
+    from musicembed_core.examples import synth_clip, write_audio
+    from musicembed_core.pipeline import PreparedEmbedding, embed_paths
+    from musicembed_core.runconfig import EmbeddingSpec
+
+    path = tmp_path / "t.flac"
+    write_audio(path, synth_clip(25.0, 44100, seed=5, channels=2), 44100)
+    chain = [E.LayersEnricher(), E.StatsEnricher(stats=["mean", "iqr", "delta_mean"]),
+             E.FlattenEnricher(), E.L2NormalizeEnricher()]
+    vecs = {}
+    for device in ("cpu", "cuda"):
+        prep = PreparedEmbedding.build(EmbeddingSpec("x", LogMelEncoder(device=device), chain))
+        [res] = embed_paths([prep], [path])
+        assert res.status == "ok", res.error
+        vecs[device] = res.vectors[0]
+    assert np.allclose(vecs["cpu"], vecs["cuda"], atol=1e-4)

@@ -26,3 +26,12 @@ def test_mismatch_names_what_differs():
     with pytest.raises(SpaceMismatchError, match=r"encoder.name: stored 'logmel', now 'mert'"):
         other.check_same(stored, where="file x.h5")
     space().check_same(stored, where="file x.h5")  # same space: no error
+
+
+def test_device_is_not_part_of_the_space():
+    from musicembed_core.builtins.logmel import LogMelEncoder
+
+    cpu, gpu = LogMelEncoder(device="cpu"), LogMelEncoder(device="cuda")
+    assert cpu.signature() == gpu.signature()
+    assert "device" not in cpu.signature() and cpu.config()["device"] == "cpu"
+    assert LogMelEncoder(n_mels=64).signature() != cpu.signature()
