@@ -144,6 +144,44 @@ def known_everywhere(outs: _Outputs) -> Mapping[str, str]:
     return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
 
 
+class OutputLock:
+    """Exclusive lock on an output folder: two runs must not write the same outputs.
+
+    ``flock`` is released by the kernel when the process dies (even ``kill -9``),
+    so a crashed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, output_dir: Path) -> None:
+        self.path = output_dir / ".musicembed.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "OutputLock":
+        import fcntl
+        import os
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self.fd)
+            self.fd = None
+            raise MusicembedError(
+                f"another musicembed run (pid {holder}) is writing to {self.path.parent}; "
+                f"wait for it to finish, or give this run another run.output_dir"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def execute(
     cfg: RunConfig,
     *,
@@ -167,6 +205,25 @@ def execute(
     jobs = jobs_for(cfg.source, cfg.limit)
     summary.files_total = len(jobs)
     prepared = [PreparedEmbedding.build(s) for s in cfg.embeddings]
+    with OutputLock(output_dir):
+        return _execute_locked(
+            cfg, jobs, prepared, output_dir, summary, started, console, show_progress,
+            operative_config, plugins,
+        )
+
+
+def _execute_locked(
+    cfg: RunConfig,
+    jobs: list,
+    prepared: list[PreparedEmbedding],
+    output_dir: Path,
+    summary: RunSummary,
+    started: float,
+    console: Any,
+    show_progress: bool,
+    operative_config: str | None,
+    plugins: list[dict[str, Any]] | None,
+) -> RunSummary:
     opened = open_outputs(cfg, prepared, output_dir)
     for p, outs in zip(prepared, opened):
         summary.embeddings.append(

@@ -165,3 +165,48 @@ def test_kill_9_then_rerun_embeds_every_file_exactly_once(tmp_path):
     # A clean rerun: every file already there.
     again = json.loads(subprocess.run(args + ["--json"], cwd=REPO, capture_output=True, text=True).stdout)
     assert again["files_skipped"] == 40 and again["files_ok"] == 0
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(tmp_path):
+    from musicembed_core.errors import MusicembedError
+    from musicembed_core.runner import OutputLock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputLock(out):
+        with pytest.raises(MusicembedError, match=r"another musicembed run \(pid \d+\) is writing"):
+            with OutputLock(out):
+                pass
+    with OutputLock(out):  # released: usable again
+        pass
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_tracks_and_says_how_to_resume(tmp_path):
+    from musicembed_core.examples import synth_clip, write_audio
+
+    lib = tmp_path / "lib"
+    for i in range(40):
+        write_audio(lib / f"t{i:02d}.wav", synth_clip(8.0, 16000, seed=i), 16000)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "musicembed_core", "run", "--gin_file", QUICKSTART, "--no-progress",
+            "--gin_param", f"run.source = '{lib}'", "--gin_param", f"run.output_dir = '{out}'",
+            "--gin_param", "exporters.hdf5.checkpoint_every = 2", "--gin_param", "run.batch_size = 1"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    pending = out / "logmel.h5.pending"
+    while time.time() < deadline and proc.poll() is None:
+        if pending.exists() and list(pending.glob("seg-*.h5")):
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and 0 < summary["files_ok"] < 40
+    assert len(read_hdf5(out / "logmel.h5")["ids"]) == summary["files_ok"]
+    again = json.loads(subprocess.run(args + ["--json"], cwd=REPO, capture_output=True, text=True).stdout)
+    assert again["files_skipped"] == summary["files_ok"]
+    assert again["files_ok"] == 40 - summary["files_ok"]
