@@ -91,12 +91,13 @@ class Result:
 
 
 def file_hash(path: Path, block: int = 1 << 20) -> str:
-    """blake2b of the file's bytes: identifies unchanged content across runs."""
-    h = hashlib.blake2b(digest_size=16)
+    """sha256 of the file's bytes (hardware-accelerated on most CPUs: ~2x blake2b),
+    truncated to 128 bits: identifies unchanged content across runs."""
+    h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(block):
             h.update(chunk)
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 class HashCache:
