@@ -109,18 +109,14 @@ def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool,
 
         raise ConfigError(ginconfig.explain(exc, get_manager())) from exc
     plugins = [p.as_dict() for p in get_manager().plugins.values()]
+    # Every configurable has been called by run_config(): the operative config is complete.
     summary = execute(
         cfg,
         console=console,
         show_progress=progress,
-        operative_config=None,
+        operative_config=ginconfig.operative_config(),
         plugins=plugins,
     )
-    # The operative config is complete only after the run built everything.
-    from .runner import write_run_files
-    from pathlib import Path
-
-    write_run_files(Path(cfg.output_dir), summary, ginconfig.operative_config(), plugins)
     print_summary(summary, console)
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))

@@ -21,7 +21,7 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -357,7 +357,6 @@ class Embedder:
             threading.Thread(target=self._worker, args=(tracks, lock, out), daemon=True)
             for _ in range(self.decode_workers)
         ]
-        stop = threading.Event()
         for w in workers:
             w.start()
         alive = len(workers)
@@ -447,7 +446,6 @@ class Embedder:
                     if r is not None:
                         yield r
         finally:
-            stop.set()
             for t in list(in_flight.values()):
                 t.failed = t.failed or "run interrupted"
             # Drain so blocked decoders can observe `failed` and exit.
@@ -488,5 +486,3 @@ def embed_paths(
     by_path = {id(r.job): r for r in emb.embed(jobs)}
     return [by_path[id(j)] for j in jobs]
 
-
-ProgressCallback = Callable[[Result], None]

@@ -210,3 +210,18 @@ def test_ctrl_c_keeps_finished_tracks_and_says_how_to_resume(tmp_path):
     again = json.loads(subprocess.run(args + ["--json"], cwd=REPO, capture_output=True, text=True).stdout)
     assert again["files_skipped"] == summary["files_ok"]
     assert again["files_ok"] == 40 - summary["files_ok"]
+
+
+def test_frame_stacks_are_stored_when_asked(example_dir, tmp_path):
+    from musicembed_core.builtins.hdf5 import read_frames
+
+    out = tmp_path / "out"
+    _, summary = run_quickstart(example_dir, out, "exporters.hdf5.store_frames = True",
+                                "encoders.logmel.window_seconds = 2.5")
+    assert summary["files_failed"] == 0
+    frames = read_frames(out / "logmel.h5", "rock/a.wav")
+    assert frames.shape == (2, 6 * 50, 96)  # [L, F, D]: 6 s at 50 frames/s, stitched from 3 chunks
+    data = read_hdf5(out / "logmel.h5")
+    v = data["vectors"][data["ids"].index("rock/a.wav")]
+    ref = np.concatenate([frames.mean(1), frames.std(1)], axis=-1).reshape(-1)
+    assert np.allclose(v, ref / np.linalg.norm(ref), atol=1e-5)
