@@ -225,3 +225,16 @@ def test_frame_stacks_are_stored_when_asked(example_dir, tmp_path):
     v = data["vectors"][data["ids"].index("rock/a.wav")]
     ref = np.concatenate([frames.mean(1), frames.std(1)], axis=-1).reshape(-1)
     assert np.allclose(v, ref / np.linalg.norm(ref), atol=1e-5)
+
+
+def test_two_embeddings_in_one_pass_from_the_user_guide(example_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("run", "--gin_file", str(REPO / "gin" / "runs" / "two_windows.gin"), "--no-progress",
+                   "--json", "--gin_param", f"run.source = '{example_dir}'",
+                   "--gin_param", f"run.output_dir = '{out}'")
+    summary = json.loads(proc.stdout)
+    assert [e["name"] for e in summary["embeddings"]] == ["logmel_10s", "logmel_30s"]
+    assert [e["dim"] for e in summary["embeddings"]] == [2 * 96 * 2, 2 * 96 * 3]
+    short, long_ = read_hdf5(out / "logmel_10s.h5"), read_hdf5(out / "logmel_30s.h5")
+    assert sorted(short["ids"]) == sorted(long_["ids"]) and len(short["ids"]) == summary["files_ok"]
+    assert short["space_hash"] != long_["space_hash"]
