@@ -162,14 +162,7 @@ class PluginManager:
             h.name for h in self.pm.get_hookcallers(obj) or [] if h.name in hookspecs.HOOK_KINDS
         )
         self.plugins[name] = info
-        for hook_name, kind in hookspecs.HOOK_KINDS.items():
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                if impl.plugin_name == name:
-                    self._collect(info, impl.function, hook_name, kind)
-                    if info.error:
-                        break
-            if info.error:
-                break
+        self._collect_plugin(info)
         if info.error:
             self._drop_components(name)
             info.components = []
@@ -181,6 +174,15 @@ class PluginManager:
             self.pm.unregister(obj)
         self._drop_components(name)
         self.plugins.pop(name, None)
+
+    def _collect_plugin(self, info: PluginInfo) -> None:
+        """Call each of the plugin's registration hooks; stop at its first error."""
+        for hook_name, kind in hookspecs.HOOK_KINDS.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin_name == info.name:
+                    self._collect(info, impl.function, hook_name, kind)
+                    if info.error:
+                        return
 
     def _collect(self, info: PluginInfo, fn: Any, hook_name: str, kind: str) -> None:
         found: list[ComponentInfo] = []
@@ -240,10 +242,7 @@ class PluginManager:
             if name == plugin or info.error:
                 continue
             info.components = []
-            for hook_name, kind in hookspecs.HOOK_KINDS.items():
-                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                    if impl.plugin_name == name:
-                        self._collect(info, impl.function, hook_name, kind)
+            self._collect_plugin(info)
 
     def _fail(self, info: PluginInfo, message: str, exc: BaseException | None = None) -> None:
         info.error = message
