@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -144,6 +146,39 @@ def known_everywhere(outs: _Outputs) -> Mapping[str, str]:
     return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
 
 
+class GracefulStop:
+    """SIGINT/SIGTERM ask the run to stop between tracks, so outputs and summary agree.
+
+    A second Ctrl-C aborts at once (KeyboardInterrupt). Only installed from the
+    main thread; elsewhere it is inert.
+    """
+
+    def __init__(self, console: Any) -> None:
+        self.console = console
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.console.print(
+            "[yellow]stopping after the tracks in progress are written "
+            "(Ctrl-C again to abort at once)[/yellow]"
+        )
+
+    def __enter__(self) -> "GracefulStop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+        self._previous.clear()
+
+
 class OutputLock:
     """Exclusive lock on an output folder: two runs must not write the same outputs.
 
@@ -247,10 +282,11 @@ def _execute_locked(
         if jobs:
             with console.status("loading encoders..."):
                 embedder.load()
-        _consume(embedder, jobs, prepared, opened, summary, cfg, console, show_progress)
+        with GracefulStop(console) as stop:
+            _consume(embedder, jobs, prepared, opened, summary, cfg, console, show_progress, stop)
     except KeyboardInterrupt:
         summary.interrupted = True
-        console.print("[yellow]interrupted: finishing writes of completed tracks[/yellow]")
+        console.print("[yellow]aborted: keeping what was written, finishing the output files[/yellow]")
     finally:
         try:
             close_outputs(opened)
@@ -270,6 +306,7 @@ def _consume(
     cfg: RunConfig,
     console: Any,
     show_progress: bool,
+    stop: "GracefulStop",
 ) -> None:
     from rich.progress import (
         BarColumn,
@@ -302,6 +339,9 @@ def _consume(
             progress.update(task, advance=1, rt=rt)
             if res.status == "failed" and cfg.fail_fast:
                 raise MusicembedError(f"{res.job.path}: {res.error} (run.fail_fast is set)")
+            if stop.requested and progress.tasks[task].completed < len(jobs):
+                summary.interrupted = True
+                break  # closing the generator stops the decoders; in-flight tracks are redone next run
 
 
 def _handle(
