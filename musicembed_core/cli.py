@@ -140,13 +140,13 @@ def plugins(as_json: bool, verbose: bool) -> None:
     manager = get_manager()
     data = [p.as_dict() for p in manager.plugins.values()]
     if verbose or as_json:
-        from .plugins import component_params
+        from .components import constructor_params
 
         for d in data:
             d["parameters"] = {
                 f"{c.kind}.{c.name}": {
                     n: (v if isinstance(v, (str, int, float, bool, type(None))) else repr(v))
-                    for n, v in component_params(c.cls)
+                    for n, v in constructor_params(c.cls)
                 }
                 for c in manager.all_components()
                 if c.plugin == d["name"]

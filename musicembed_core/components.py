@@ -34,13 +34,11 @@ class Component:
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments as stored on the instance (JSON-friendly values)."""
-        out: dict[str, Any] = {}
-        for pname, param in inspect.signature(type(self).__init__).parameters.items():
-            if pname == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                continue
-            if hasattr(self, pname):
-                out[pname] = _jsonable(getattr(self, pname))
-        return out
+        return {
+            pname: _jsonable(getattr(self, pname))
+            for pname, _ in constructor_params(type(self))
+            if hasattr(self, pname)
+        }
 
     def signature(self) -> dict[str, Any]:
         """Identity of this component inside an embedding space."""
@@ -50,6 +48,16 @@ class Component:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def constructor_params(cls: type) -> list[tuple[str, Any]]:
+    """(name, default) of each named constructor argument: the component's gin parameters."""
+    out = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out.append((p.name, None if p.default is inspect.Parameter.empty else p.default))
+    return out
 
 
 def _jsonable(value: Any) -> Any:

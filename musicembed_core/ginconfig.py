@@ -14,7 +14,7 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import gin
 
@@ -214,14 +214,6 @@ def operative_config() -> str:
     return gin.operative_config_str()
 
 
-def config_str() -> str:
-    return gin.config_str()
-
-
 def clear() -> None:
     """Clear bindings (not registrations): tests call this between cases."""
     gin.clear_config(clear_constants=True)
-
-
-def iter_kinds() -> Iterable[str]:
-    return KINDS

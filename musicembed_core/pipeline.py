@@ -392,12 +392,15 @@ class Embedder:
                               error=f"enricher chain failed: {type(exc).__name__}: {exc}")
             return res
 
-        def flush(e: int) -> Iterator[Result]:
-            items, full[e] = full[e], []
+        def run(e: int, items: list[tuple[_Track, int, np.ndarray]]) -> Iterator[Result]:
             for track in dict.fromkeys(self._run_batch(e, items)):
                 r = finished(track)
                 if r is not None:
                     yield r
+
+        def flush(e: int) -> Iterator[Result]:
+            items, full[e] = full[e], []
+            yield from run(e, items)
 
         try:
             while alive or any(full):
@@ -422,10 +425,7 @@ class Embedder:
                         continue
                     if chunk.size != self.geometry[e][0]:
                         # A tail or short track: its own batch (never mix lengths).
-                        for track2 in dict.fromkeys(self._run_batch(e, [(track, idx, chunk)])):
-                            r = finished(track2)
-                            if r is not None:
-                                yield r
+                        yield from run(e, [(track, idx, chunk)])
                         continue
                     full[e].append((track, idx, chunk))
                     if len(full[e]) >= self.batch_size:

@@ -292,18 +292,6 @@ class PluginManager:
             yield from (self.components[kind][n] for n in sorted(self.components[kind]))
 
 
-def component_params(cls: type) -> list[tuple[str, Any]]:
-    """(name, default) pairs of a component's constructor: its gin parameters."""
-    import inspect
-
-    out = []
-    for p in inspect.signature(cls.__init__).parameters.values():
-        if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        out.append((p.name, None if p.default is inspect.Parameter.empty else p.default))
-    return out
-
-
 _manager: PluginManager | None = None
 
 
@@ -314,12 +302,3 @@ def get_manager() -> PluginManager:
         _manager = PluginManager()
         _manager.load()
     return _manager
-
-
-def reset_manager() -> None:
-    """Forget loaded plugins (tests; env-var changes)."""
-    global _manager
-    _manager = None
-    from . import ginconfig
-
-    ginconfig.forget_registrations()
