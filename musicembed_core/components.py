@@ -107,6 +107,19 @@ class Encoder(Component):
         """Encode equal-length mono waves ``[B, T]`` in [-1, 1] -> ``[L, B, F, D]``."""
         raise NotImplementedError
 
+    def module(self) -> "torch.nn.Module":
+        """The loaded model as an ``nn.Module`` computing what :meth:`encode` computes.
+
+        ``[B, T]`` float32 waves at :attr:`sample_rate` (raw, before any input
+        normalisation the model needs: the module does it) -> ``[L, B, F, D]``.
+        Model exporters (TorchScript for LibTorch) trace or script it, so it must
+        hold no Python-only operations on the data path. Optional: encoders that
+        cannot be exported leave this unimplemented.
+        """
+        raise NotImplementedError(
+            f"encoder {self.name!r} does not provide module(), so it cannot be exported"
+        )
+
     def signature(self) -> dict[str, Any]:
         sig = super().signature()
         sig.update(
@@ -283,6 +296,10 @@ class Sink(Component):
 
     def count(self) -> int:
         raise NotImplementedError
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, "np.ndarray"]:
+        """Stored vectors by id (absent ids are left out): ``musicembed search --id``."""
+        raise NotImplementedError(f"sink {self.name!r} cannot return stored vectors")
 
     def delete(self, ids: Iterable[str]) -> None:
         raise NotImplementedError

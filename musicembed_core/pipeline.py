@@ -56,10 +56,12 @@ class PreparedEmbedding:
 
     @classmethod
     def build(cls, spec: EmbeddingSpec) -> "PreparedEmbedding":
+        # signature() first: pretrained encoders learn their geometry from the checkpoint there.
+        encoder_sig = spec.encoder.signature()
         chain = EnricherChain(spec.enrichers)
         dim = chain.output_dim(spec.encoder.num_layers, spec.encoder.dim)
         space = EmbeddingSpace(
-            encoder=spec.encoder.signature(),
+            encoder=encoder_sig,
             enrichers=tuple(chain.signature()),
             dim=dim,
             name=spec.name,

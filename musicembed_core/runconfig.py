@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import gin
 
-from .components import Encoder, Enricher, Exporter, Sink
+from .components import Encoder, Enricher, Exporter, Sink, TextProjector
 from .errors import ConfigError
 
 
@@ -22,6 +22,7 @@ class EmbeddingSpec:
     name: str
     encoder: Encoder
     enrichers: list[Enricher]
+    projector: TextProjector | None = None
 
 
 @gin.configurable("embedding")
@@ -29,10 +30,13 @@ def embedding(
     encoder: Encoder = gin.REQUIRED,
     enrichers: Sequence[Enricher] = gin.REQUIRED,
     name: str | None = None,
+    projector: TextProjector | None = None,
 ) -> EmbeddingSpec:
     """One embedding space of the run: ``encoder`` frames pooled by ``enrichers``.
 
     ``name`` labels outputs (``<output_dir>/<name>.h5``); default: the encoder's name.
+    ``projector``: a text projector into this space (``musicembed search --text``);
+    it does not change the audio vectors.
     """
     if not isinstance(encoder, Encoder):
         raise ConfigError(
@@ -43,7 +47,13 @@ def embedding(
             raise ConfigError(
                 f"embedding.enrichers must list enrichers (e.g. @enrichers.mean()), got {e!r}"
             )
-    return EmbeddingSpec(name=name or encoder.name, encoder=encoder, enrichers=list(enrichers))
+    if projector is not None and not isinstance(projector, TextProjector):
+        raise ConfigError(
+            f"embedding.projector must be a text projector (e.g. @projectors.NAME()), got {projector!r}"
+        )
+    return EmbeddingSpec(
+        name=name or encoder.name, encoder=encoder, enrichers=list(enrichers), projector=projector
+    )
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from .atomic import atomic_write_text
 from .components import Exporter, Record, Sink
-from .errors import MusicembedError
+from .errors import ConfigError, MusicembedError
 from .pipeline import Embedder, HashCache, PreparedEmbedding, Result, jobs_for
 from .runconfig import RunConfig
 
@@ -98,9 +98,7 @@ def open_outputs(
                 if getattr(exp, "store_frames", False):
                     p.keep_frames = True
             for template in cfg.sinks:
-                sink = copy.deepcopy(template)
-                collection = getattr(sink, "collection", None) or p.name
-                sink.open(collection, p.space.dim, getattr(sink, "metric", "cosine"), p.space)
+                sink, collection = open_sink(template, output_dir, p)
                 outs.sinks.append(sink)
                 outs.paths.append(f"{sink.name}:{collection}")
                 outs.pending.append(([], [], []))
@@ -108,6 +106,35 @@ def open_outputs(
         close_outputs(opened)
         raise
     return opened
+
+
+SINK_LOCATION_ATTRS = ("path", "uri")
+
+
+def open_sink(template: Sink, output_dir: Path, p: PreparedEmbedding) -> tuple[Sink, str]:
+    """A fresh copy of a configured sink, opened on embedding ``p``'s space.
+
+    ``{output_dir}`` and ``{embedding}`` in the sink's ``path``/``uri`` are filled
+    in, so a local index can live beside the run's other outputs. The collection
+    is the sink's ``collection`` parameter, else the embedding's name.
+    """
+    sink = copy.deepcopy(template)
+    for attr in SINK_LOCATION_ATTRS:
+        value = getattr(sink, attr, None)
+        if isinstance(value, str) and "{" in value:
+            try:
+                filled = value.format(output_dir=output_dir, embedding=p.name)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(
+                    f"sinks.{sink.name}.{attr}={value!r}: only {{output_dir}} and {{embedding}} "
+                    f"can be filled in ({exc})"
+                ) from exc
+            setattr(sink, attr, filled)
+            if attr == "path" or "://" not in filled:
+                Path(filled).parent.mkdir(parents=True, exist_ok=True)
+    collection = getattr(sink, "collection", None) or p.name
+    sink.open(collection, p.space.dim, getattr(sink, "metric", "cosine"), p.space)
+    return sink, collection
 
 
 def close_outputs(opened: Sequence[_Outputs]) -> None:

@@ -52,3 +52,35 @@ def make_fake_dist(site: Path, name: str, module_source: str, ep_name: str | Non
     dist.mkdir()
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
     (dist / "entry_points.txt").write_text(f"[musicembed]\n{ep_name} = {name}\n")
+
+
+def save_to_hub_cache(cache_dir: Path, repo_id: str, folder: Path, revision: str = "main") -> str:
+    """Put the files of ``folder`` into a Hugging Face hub cache as ``repo_id`` at ``revision``.
+
+    The same layout ``huggingface_hub`` writes when it downloads (blobs named by
+    content hash, ``snapshots/<commit>/`` links, ``refs/<revision>``), so loading
+    code is tested through the real repo-id path with ``HF_HUB_OFFLINE=1``.
+    Returns the (made-up but stable) commit sha.
+    """
+    import hashlib
+
+    repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file())
+    commit = hashlib.sha1()
+    for f in files:
+        commit.update(f.name.encode() + hashlib.sha256(f.read_bytes()).digest())
+    sha = commit.hexdigest()
+    snap = repo_dir / "snapshots" / sha
+    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+    snap.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        blob = repo_dir / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        if not blob.exists():
+            blob.write_bytes(f.read_bytes())
+        link = snap / f.name
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        link.symlink_to(os.path.relpath(blob, snap))
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / revision).write_text(sha)
+    return sha

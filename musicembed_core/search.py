@@ -1,0 +1,183 @@
+"""``musicembed search``: nearest tracks to an audio file, a stored track or a text.
+
+The query takes exactly the indexing path: an audio query is decoded, resampled,
+chunked, encoded and enriched by the same :class:`~musicembed_core.pipeline.Embedder`
+as the library was, so its vector lives in the same space as the stored ones.
+The sink is opened with the run's embedding space, so a sink written by another
+space (other model, weights, window or enricher chain) is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .components import Hit, Sink
+from .errors import ConfigError, MusicembedError
+from .pipeline import PreparedEmbedding, embed_paths
+from .runconfig import RunConfig
+from .runner import open_sink
+
+
+@dataclass
+class Query:
+    """Exactly one of ``audio``, ``track_id``, ``text``."""
+
+    audio: str | None = None
+    track_id: str | None = None
+    text: str | None = None
+    k: int = 10
+    filter: str | None = None
+
+    def describe(self) -> str:
+        if self.audio is not None:
+            return f"audio {self.audio}"
+        if self.track_id is not None:
+            return f"track {self.track_id}"
+        return f"text {self.text!r}"
+
+
+@dataclass
+class SearchResult:
+    query: str
+    embedding: str
+    sink: str
+    collection: str
+    space_hash: str
+    hits: list[Hit] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "embedding": self.embedding,
+            "sink": self.sink,
+            "collection": self.collection,
+            "space_hash": self.space_hash,
+            "hits": [
+                {"rank": i + 1, "score": h.score, "id": h.id, "path": h.metadata.get("path"),
+                 "metadata": h.metadata}
+                for i, h in enumerate(self.hits)
+            ],
+        }
+
+
+def _pick(items: Sequence[Any], name: str | None, what: str, option: str) -> Any:
+    names = [getattr(x, "name", "") for x in items]
+    if name is None:
+        if len(items) > 1:
+            raise ConfigError(
+                f"the run has several {what}s ({', '.join(names)}): choose one with {option} NAME"
+            )
+        return items[0]
+    if name not in names:
+        raise ConfigError(f"{option} {name!r}: the run has no such {what} (it has: {', '.join(names)})")
+    return items[names.index(name)]
+
+
+def query_vector(prep: PreparedEmbedding, sink: Sink, query: Query) -> Any:
+    """The query as one float32 vector in ``prep``'s space."""
+    import numpy as np
+
+    if query.audio is not None:
+        path = Path(query.audio).expanduser()
+        if not path.is_file():
+            raise MusicembedError(f"--audio {query.audio!r}: no such file")
+        (res,) = embed_paths([prep], [path])
+        if res.error:
+            raise MusicembedError(f"--audio {query.audio!r}: {res.error}")
+        return np.asarray(res.vectors[0], dtype=np.float32)
+    if query.track_id is not None:
+        try:
+            found = sink.fetch([query.track_id])
+        except NotImplementedError as exc:
+            raise MusicembedError(f"--id needs stored vectors, but {exc}") from exc
+        if query.track_id not in found:
+            raise MusicembedError(
+                f"--id {query.track_id!r}: no such track in sink {sink.name!r} (ids are paths "
+                f"relative to run.source, e.g. 'jazz/b.flac')"
+            )
+        return np.asarray(found[query.track_id], dtype=np.float32)
+    projector = prep.spec.projector
+    if projector is None:
+        raise ConfigError(
+            f"--text needs a text projector into embedding {prep.name!r} (space {prep.space.hash}, "
+            f"encoder {prep.encoder.name!r}): bind embedding.projector = @projectors.NAME() with a "
+            f"projector whose target space is {prep.space.hash} (`musicembed plugins` lists the "
+            f"installed projectors)"
+        )
+    if projector.target_space != prep.space.hash:
+        raise ConfigError(
+            f"projector {projector.name!r} maps text into space {projector.target_space!r}, but "
+            f"embedding {prep.name!r} is space {prep.space.hash}: use a projector trained for this "
+            f"encoder and enricher chain"
+        )
+    projector.load()
+    vec = np.asarray(projector.embed_text([query.text]), dtype=np.float32)
+    if vec.shape != (1, prep.space.dim):
+        raise MusicembedError(
+            f"projector {projector.name!r} returned shape {vec.shape}, expected (1, {prep.space.dim})"
+        )
+    return vec[0]
+
+
+def search(
+    cfg: RunConfig,
+    query: Query,
+    embedding: str | None = None,
+    sink_name: str | None = None,
+) -> SearchResult:
+    """Run one query against the run's sink for one of its embeddings."""
+    if sum(x is not None for x in (query.audio, query.track_id, query.text)) != 1:
+        raise ConfigError("give exactly one of --audio FILE, --id TRACK_ID, --text TEXT")
+    if query.k < 1:
+        raise ConfigError(f"-k {query.k}: must be at least 1")
+    if not cfg.sinks:
+        raise ConfigError(
+            "the run configures no sink to search: add one, e.g. --gin_file gin/sinks/faiss.gin "
+            "(then index with `musicembed run` first)"
+        )
+    spec = _pick(cfg.embeddings, embedding, "embedding", "--embedding")
+    template = _pick(cfg.sinks, sink_name, "sink", "--sink")
+    prep = PreparedEmbedding.build(spec)
+    sink, collection = open_sink(template, Path(cfg.output_dir), prep)
+    try:
+        if sink.count() == 0:
+            raise MusicembedError(
+                f"sink {sink.name!r} collection {collection!r} is empty: index the library first "
+                f"with `musicembed run` and the same gin files"
+            )
+        vec = query_vector(prep, sink, query)
+        extra = 1 if query.track_id is not None else 0
+        (hits,) = sink.search(vec[None, :], k=query.k + extra, filter=query.filter)
+        if query.track_id is not None:  # "more like this": the track itself is not an answer
+            hits = [h for h in hits if h.id != query.track_id][: query.k]
+    finally:
+        sink.close()
+    return SearchResult(
+        query=query.describe(),
+        embedding=prep.name,
+        sink=sink.name,
+        collection=collection,
+        space_hash=prep.space.hash,
+        hits=list(hits),
+    )
+
+
+def print_result(result: SearchResult, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"{result.query} · {result.embedding} ({result.space_hash}) · "
+        f"{result.sink}:{result.collection}",
+        title_justify="left",
+    )
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("id")
+    table.add_column("path", overflow="fold")
+    for i, h in enumerate(result.hits, 1):
+        table.add_row(str(i), f"{h.score:.4f}", h.id, str(h.metadata.get("path", "")))
+    console.print(table)
+    if not result.hits:
+        console.print("[yellow]no results (is the filter too strict?)[/yellow]")
