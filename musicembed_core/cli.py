@@ -70,6 +70,22 @@ def gin_options(fn: Any) -> Any:
     return fn
 
 
+def _run_config(gin_files: tuple[str, ...], gin_params: tuple[str, ...]) -> Any:
+    """Parse the gin files/bindings and build the run, with errors that name the binding."""
+    from . import ginconfig
+    from .errors import ConfigError
+    from .plugins import get_manager
+    from .runconfig import run_config
+
+    if not gin_files and not gin_params:
+        raise click.UsageError("give at least one --gin_file (e.g. gin/runs/quickstart.gin)")
+    ginconfig.parse(gin_files, gin_params)
+    try:
+        return run_config()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(ginconfig.explain(exc, get_manager())) from exc
+
+
 @main.command(context_settings=CONTEXT)
 @gin_options
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
@@ -95,19 +111,10 @@ def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool,
     """
     from . import ginconfig
     from .plugins import get_manager
-    from .runconfig import run_config
     from .runner import execute, print_summary
 
     console = _console()
-    if not gin_files and not gin_params:
-        raise click.UsageError("give at least one --gin_file (e.g. gin/runs/quickstart.gin)")
-    ginconfig.parse(gin_files, gin_params)
-    try:
-        cfg = run_config()
-    except (ValueError, TypeError) as exc:
-        from .errors import ConfigError
-
-        raise ConfigError(ginconfig.explain(exc, get_manager())) from exc
+    cfg = _run_config(gin_files, gin_params)
     plugins = [p.as_dict() for p in get_manager().plugins.values()]
     # Every configurable has been called by run_config(): the operative config is complete.
     summary = execute(
@@ -192,6 +199,53 @@ def examples(folder: str, seconds: float) -> None:
     for p in paths:
         click.echo(str(p))
     _console().print(f"wrote {len(paths)} example clips to {folder}")
+
+
+@main.command(context_settings=CONTEXT)
+@gin_options
+@click.option("--audio", metavar="FILE", help="Find tracks that sound like this audio file.")
+@click.option("--id", "track_id", metavar="TRACK_ID",
+              help="More like this stored track (its id: path relative to run.source).")
+@click.option("--text", metavar="TEXT",
+              help="Describe the music; needs a text projector into the run's embedding space.")
+@click.option("-k", "k", default=10, show_default=True, help="How many tracks to return.")
+@click.option("--filter", "filter_expr", metavar="EXPR",
+              help="Metadata filter in the sink's syntax, e.g. 'duration > 60'.")
+@click.option("--embedding", metavar="NAME", help="Which embedding of the run (if it has several).")
+@click.option("--sink", "sink_name", metavar="NAME", help="Which sink of the run (if it has several).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+def search(gin_files: tuple[str, ...], gin_params: tuple[str, ...], audio: str | None,
+           track_id: str | None, text: str | None, k: int, filter_expr: str | None,
+           embedding: str | None, sink_name: str | None, as_json: bool) -> None:
+    """Search the run's sink for the nearest tracks.
+
+    \b
+    Use the same gin files as the `musicembed run` that indexed the library:
+    the query is embedded by the same encoder and enricher chain (same decode,
+    resample, chunking and pooling), and a sink written in another embedding
+    space is refused.
+
+    \b
+    Examples:
+      musicembed search --gin_file gin/runs/quickstart_faiss.gin --audio song.mp3 -k 10
+      musicembed search --gin_file gin/runs/quickstart_faiss.gin --id 'jazz/b.flac' --json
+      musicembed search --gin_file gin/runs/quickstart_milvus.gin --audio song.mp3 \\
+          --filter 'duration > 60'
+    """
+    from .search import Query, print_result
+    from .search import search as run_search
+
+    cfg = _run_config(gin_files, gin_params)
+    result = run_search(
+        cfg,
+        Query(audio=audio, track_id=track_id, text=text, k=k, filter=filter_expr),
+        embedding=embedding,
+        sink_name=sink_name,
+    )
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+    else:
+        print_result(result, _console(stderr=False))
 
 
 def entrypoint() -> None:
