@@ -1,0 +1,90 @@
+"""The real ``musicembed`` command line with encoders.music2vec and the shipped gin files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from music2vec_tiny import REPO_ID
+
+from musicembed_core.testing import REPO, run_cli
+
+LAYERS, DIM = 3, 32
+
+
+def run_gin(tmp_path, source, out) -> str:
+    """A run over `source` with the shipped encoder, enricher and exporter files."""
+    gin = tmp_path / "music2vec_run.gin"
+    gin.write_text(
+        "# music2vec over a folder, mean+IQR+delta, HDF5 (test run).\n"
+        "include 'encoders/music2vec.gin'\n"
+        "include 'enrichers/mean_iqr_delta.gin'\n"
+        "include 'exporters/hdf5.gin'\n"
+        f"run.source = '{source}'\n"
+        f"run.output_dir = '{out}'\n"
+        "run.embeddings = [@music2vec/embedding()]\n"
+        "run.exporters = [@exporters.hdf5()]\n"
+        "music2vec/embedding.encoder = %MUSIC2VEC\n"
+        "music2vec/embedding.enrichers = %MEAN_IQR_DELTA\n"
+    )
+    return str(gin)
+
+
+@pytest.mark.slow
+def test_run_embeds_generated_clips_into_hdf5(tiny, tmp_path):
+    from musicembed_core.builtins.hdf5 import read_hdf5
+
+    lib = tmp_path / "audio"
+    run_cli("examples", str(lib), "--seconds", "2.5")
+    files = sorted(p.relative_to(lib).as_posix() for p in lib.rglob("*") if p.is_file())
+    out = tmp_path / "out"
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tiny.cache)}
+    proc = run_cli(
+        "run", "--gin_file", run_gin(tmp_path, lib, out), "--no-progress", "--json",
+        "--gin_param", "encoders.music2vec.window_seconds = 1.0",  # several chunks per clip
+        env=env,
+    )
+    summary = json.loads(proc.stdout)
+    assert summary["files_ok"] == len(files) and summary["files_failed"] == 0
+    data = read_hdf5(out / "music2vec.h5")
+    assert sorted(data["ids"]) == files
+    assert data["vectors"].shape == (len(files), LAYERS * DIM * 3)
+    assert np.allclose(np.linalg.norm(data["vectors"], axis=1), 1.0, atol=1e-5)
+    enc = data["space"]["encoder"]
+    assert enc["name"] == "music2vec" and enc["model"] == REPO_ID and enc["weights"] == tiny.sha_main
+    assert (enc["num_layers"], enc["dim"], enc["frame_rate"], enc["window_seconds"]) == (LAYERS, DIM, 50.0, 1.0)
+    # Clips differ, so their vectors do.
+    assert len({v.tobytes() for v in data["vectors"]}) == len(files)
+
+
+def test_missing_model_offline_exits_2_naming_the_repo(tmp_path):
+    lib = tmp_path / "audio"
+    lib.mkdir()
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
+    proc = run_cli("run", "--gin_file", run_gin(tmp_path, lib, tmp_path / "out"), "--no-progress",
+                   env=env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert REPO_ID in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
+    assert "local folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mert_music2vec_run_parses_with_two_scoped_encoders(clean_gin, tmp_path):
+    """Both encoders in one run, each with its own scope, outputs named apart."""
+    pytest.importorskip("musicembed_mert", reason="gin/runs/mert_music2vec.gin needs musicembed-mert")
+    from musicembed_core import ginconfig
+    from musicembed_core.chain import EnricherChain
+    from musicembed_core.runconfig import run_config
+
+    ginconfig.parse([str(REPO / "gin" / "runs" / "mert_music2vec.gin")],
+                    [f"run.source = '{tmp_path}'", "encoders.music2vec.window_seconds = 10.0"])
+    cfg = run_config()
+    by_name = {s.name: s for s in cfg.embeddings}
+    assert set(by_name) == {"mert_v1_95m", "music2vec"}
+    m2v, mert = by_name["music2vec"].encoder, by_name["mert_v1_95m"].encoder
+    assert (m2v.name, m2v.model, m2v.window_seconds) == ("music2vec", REPO_ID, 10.0)
+    assert mert.name == "mert" and mert.model == "m-a-p/MERT-v1-95M"
+    for spec in cfg.embeddings:
+        chain = EnricherChain(spec.enrichers)
+        assert chain.output_dim(spec.encoder.num_layers, spec.encoder.dim) == 13 * 768 * 3
+    assert [e.name for e in cfg.exporters] == ["hdf5"]
