@@ -248,6 +248,67 @@ def search(gin_files: tuple[str, ...], gin_params: tuple[str, ...], audio: str |
         print_result(result, _console(stderr=False))
 
 
+@main.command("export-model", context_settings=CONTEXT)
+@click.argument("spec", metavar="ENCODER_GIN_OR_NAME")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Model file to write (e.g. model.pt); the metadata goes beside it (model.json).")
+@click.option("--format", "fmt", default="torchscript", show_default=True,
+              help="Model format: a model exporter's name (exporters.<name>).")
+@click.option("--pooling", metavar="NAME[,NAME...]",
+              help="Pooling over frames: mean (default), std, max, iqr, delta_mean, delta_std, "
+              "or several statistics concatenated, e.g. mean,std. Replaces a run's pooling.")
+@click.option("--layers", "--layer", "layers", metavar="SPEC",
+              help="Encoder layers to pool: an index (-1 = last, the default), '3,5,7', '6:' "
+              "or 'all'. Replaces a run's layer selection.")
+@click.option("--embedding", metavar="NAME",
+              help="Which embedding of a run gin file (or which encoder macro of a gin file).")
+@gin_options
+@click.option("--device", metavar="DEVICE", help="Device to export on (default cpu).")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]),
+              help="Encoder precision (default: the encoder's own, float32 for most).")
+@click.option("--verify/--no-verify", default=None,
+              help="Compare the saved model with the pipeline on a generated clip (default on).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metadata as JSON on stdout.")
+def export_model(spec: str, output: str, fmt: str, pooling: str | None, layers: str | None,
+                 embedding: str | None, gin_files: tuple[str, ...], gin_params: tuple[str, ...],
+                 device: str | None, dtype: str | None, verify: bool | None,
+                 as_json: bool) -> None:
+    """Export an encoder + pooling as one model file for LibTorch (C++).
+
+    \b
+    The TorchScript module takes raw mono waves [B, T] (float32, at the
+    encoder's sample rate) and returns L2-normalised track vectors [B, dim]:
+    the same vectors `musicembed run` stores with that encoder and chain
+    (same windowing, layer selection and pooling). ENCODER_GIN_OR_NAME is an
+    encoder name, an encoder gin file (gin/encoders/) or a run gin file.
+
+    \b
+    Examples:
+      musicembed export-model logmel -o logmel.pt
+      musicembed export-model music2vec --layers -1 --pooling mean -o music2vec.pt
+      musicembed export-model gin/runs/quickstart.gin -o quickstart.pt
+    """
+    from .export_target import export_model as run_export
+    from .export_target import metadata_path
+
+    meta = run_export(spec, output, fmt=fmt, gin_files=gin_files, gin_params=gin_params,
+                      embedding=embedding, layers=layers, pooling=pooling, device=device,
+                      dtype=dtype, verify=verify)
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, sort_keys=True))
+    check = meta.get("verification") or {}
+    checked = (f", max difference to the pipeline {check['max_abs_diff_vs_pipeline']:.2g}"
+               if check else "")
+    _console().print(
+        f"wrote {output} ({meta['format']}, encoder {meta['encoder']['name']} "
+        f"{'traced' if meta['encoder']['compiled_with'] == 'trace' else 'scripted'}, "
+        f"{meta['input']['sample_rate']} Hz in, "
+        f"{meta['output']['dim']} dims out, space {meta['space_hash']}{checked}) "
+        f"and {metadata_path(output)}",
+        highlight=False, soft_wrap=True,
+    )
+
+
 def entrypoint() -> None:
     """Console-script wrapper: user errors print one clear message, no traceback."""
     try:

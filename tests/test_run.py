@@ -115,10 +115,10 @@ def test_gin_typo_fails_before_any_work(library, tmp_path):
 
 def test_unknown_plugin_component_in_gin_is_named(library, tmp_path, monkeypatch):
     bad = tmp_path / "bad.gin"
-    bad.write_text(f"include '{QUICKSTART}'\nembedding.encoder = @encoders.mert()\n")
+    bad.write_text(f"include '{QUICKSTART}'\nembedding.encoder = @encoders.nosuchmodel()\n")
     proc = run_cli("run", "--gin_file", str(bad), check=False)
     assert proc.returncode == 2
-    assert "'encoders.mert'" in proc.stderr and "musicembed plugins" in proc.stderr
+    assert "'encoders.nosuchmodel'" in proc.stderr and "musicembed plugins" in proc.stderr
 
 
 @pytest.mark.slow

@@ -27,6 +27,8 @@ def register_enrichers(register: Register) -> None:
 def register_exporters(register: Register) -> None:
     from .hdf5 import Hdf5Exporter
     from .safetensors_export import SafetensorsExporter
+    from .torchscript_export import TorchScriptExporter
 
     register(Hdf5Exporter)
     register(SafetensorsExporter)
+    register(TorchScriptExporter)

@@ -13,6 +13,11 @@ Every pooling enricher defines ``enrich(x)`` as "stream ``x`` in one block", so
 the whole-track and streaming results agree by construction (up to float64
 rounding in the accumulators). Outputs are float32.
 
+The maths lives in :mod:`musicembed_core.builtins.enricher_ops` (TorchScript-
+compatible functions): these classes stream blocks through it, and each
+enricher's ``torch_module(num_layers)`` returns the scriptable module the model
+exporter puts into an exported TorchScript model, so both compute the same thing.
+
 This module imports neither torch nor numpy at import time: ``musicembed
 plugins`` imports it just to list the components.
 """
@@ -46,11 +51,11 @@ def _no_frames(who: str) -> ValueError:
     return ValueError(f"enrichers.{who}: the track has no frames to pool")
 
 
-def _work_dtype(x: "torch.Tensor") -> "torch.Tensor":
-    """Half precision inputs are computed in float32; float32/float64 stay as they are."""
-    import torch
+def _ops() -> Any:
+    """The enricher maths (imports torch, hence lazily)."""
+    from . import enricher_ops
 
-    return x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float32)
+    return enricher_ops
 
 
 class _Moments:
@@ -58,7 +63,8 @@ class _Moments:
 
     Each block's own mean and variance come from ``torch.var_mean`` in the block's
     dtype (one pass, no float64 copy of the frames); only the ``[L, D]`` merge runs
-    in float64, so the result does not depend on how a track is split.
+    in float64, so the result does not depend on how a track is split
+    (``enricher_ops.block_moments`` / ``merge_moments``).
     """
 
     def __init__(self) -> None:
@@ -68,25 +74,20 @@ class _Moments:
 
     def add(self, x: "torch.Tensor") -> None:
         """Add the frames ``x`` ``[L, f, D]`` (any float dtype)."""
-        import torch
-
+        ops = _ops()
         f = x.shape[1]
         if f == 0:
             return
-        var, bmean = torch.var_mean(_work_dtype(x), dim=1, correction=0)
-        bmean = bmean.to(torch.float64)
-        bm2 = var.to(torch.float64) * f
+        bmean, bm2 = ops.block_moments(x)
         if self.n == 0:
             self.n, self.mean, self.m2 = f, bmean, bm2
             return
-        n = self.n + f
-        delta = bmean - self.mean
-        self.mean = self.mean + delta * (f / n)
-        self.m2 = self.m2 + bm2 + delta.square() * (self.n * f / n)
-        self.n = n
+        self.mean, self.m2 = ops.merge_moments(self.n, self.mean, self.m2, f, bmean, bm2)
+        self.n += f
 
     def std(self) -> "torch.Tensor":
-        return (self.m2.clamp_min(0.0) / self.n).sqrt()
+        """Population standard deviation, float32 ``[L, D]``."""
+        return _ops().std_result(self.m2, self.n)
 
 
 # --------------------------------------------------------------------------- frames stage
@@ -144,14 +145,10 @@ class LayersEnricher(Enricher):
         return [i % L for i in self.indices]
 
     def enrich(self, x: "torch.Tensor") -> "torch.Tensor":
-        picked = self.resolve(x.shape[0])
-        if picked == list(range(x.shape[0])):
-            return x
-        if self._slice is not None and self._slice.step in (None, 1):
-            return x[picked[0] : picked[-1] + 1]
-        import torch
+        return _ops().select_layers(x, self.resolve(x.shape[0]))
 
-        return x.index_select(0, torch.tensor(picked, device=x.device))
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        return _ops().SelectLayers(self.resolve(num_layers))
 
 
 def _as_index(i: Any) -> int:
@@ -204,18 +201,14 @@ class _MeanPooling(Pooling):
     def update(self, frames: "torch.Tensor") -> None:
         if frames.shape[1] == 0:
             return
-        import torch
-
-        bsum = frames.sum(dim=1, dtype=torch.float64)
+        bsum = _ops().frame_sum(frames)
         self.sum = bsum if self.sum is None else self.sum + bsum
         self.n += frames.shape[1]
 
     def result(self) -> "torch.Tensor":
         if self.n == 0:
             raise _no_frames("mean")
-        import torch
-
-        return (self.sum / self.n).to(torch.float32)
+        return _ops().mean_result(self.sum, self.n)
 
 
 class MeanEnricher(_PoolEnricher):
@@ -225,6 +218,9 @@ class MeanEnricher(_PoolEnricher):
 
     def pooling(self) -> Pooling:
         return _MeanPooling()
+
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        return _ops().MeanPool()
 
 
 class _StdPooling(Pooling):
@@ -237,9 +233,7 @@ class _StdPooling(Pooling):
     def result(self) -> "torch.Tensor":
         if self.m.n == 0:
             raise _no_frames("std")
-        import torch
-
-        return self.m.std().to(torch.float32)
+        return self.m.std()
 
 
 class StdEnricher(_PoolEnricher):
@@ -249,6 +243,9 @@ class StdEnricher(_PoolEnricher):
 
     def pooling(self) -> Pooling:
         return _StdPooling()
+
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        return _ops().StdPool()
 
 
 class _MaxPooling(Pooling):
@@ -260,7 +257,7 @@ class _MaxPooling(Pooling):
             return
         import torch
 
-        bmax = frames.amax(dim=1)
+        bmax = _ops().frame_max(frames)
         self.max = bmax if self.max is None else torch.maximum(self.max, bmax)
 
     def result(self) -> "torch.Tensor":
@@ -278,6 +275,9 @@ class MaxEnricher(_PoolEnricher):
 
     def pooling(self) -> Pooling:
         return _MaxPooling()
+
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        return _ops().MaxPool()
 
 
 class _DeltaMeanPooling(Pooling):
@@ -302,11 +302,7 @@ class _DeltaMeanPooling(Pooling):
     def result(self) -> "torch.Tensor":
         if self.n == 0:
             raise _no_frames("delta_mean")
-        import torch
-
-        if self.n == 1:
-            return torch.zeros_like(self.first, dtype=torch.float32)
-        return ((self.last - self.first) / (self.n - 1)).to(torch.float32)
+        return _ops().delta_mean_result(self.first, self.last, self.n)
 
 
 class DeltaMeanEnricher(_PoolEnricher):
@@ -320,6 +316,9 @@ class DeltaMeanEnricher(_PoolEnricher):
     def pooling(self) -> Pooling:
         return _DeltaMeanPooling()
 
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        return _ops().DeltaMeanPool()
+
 
 class _DeltaStdPooling(Pooling):
     def __init__(self) -> None:
@@ -332,7 +331,8 @@ class _DeltaStdPooling(Pooling):
             return
         import torch
 
-        x = _work_dtype(frames)
+        ops = _ops()
+        x = ops.work_dtype(frames)
         if self.first is None:
             self.first = x[:, 0].to(torch.float64)
         if self.last is not None:
@@ -340,7 +340,7 @@ class _DeltaStdPooling(Pooling):
             self.m.add(x[:, :1] - self.last.to(x.dtype))
         self.last = x[:, -1:].clone()
         if x.shape[1] > 1:
-            self.m.add(x[:, 1:] - x[:, :-1])
+            self.m.add(ops.frame_diffs(x))
 
     def result(self) -> "torch.Tensor":
         if self.first is None:
@@ -349,7 +349,7 @@ class _DeltaStdPooling(Pooling):
 
         if self.m.n == 0:
             return torch.zeros_like(self.first, dtype=torch.float32)
-        return self.m.std().to(torch.float32)
+        return self.m.std()
 
 
 class DeltaStdEnricher(_PoolEnricher):
@@ -363,32 +363,24 @@ class DeltaStdEnricher(_PoolEnricher):
     def pooling(self) -> Pooling:
         return _DeltaStdPooling()
 
-
-_MASK64 = (1 << 64) - 1
-
-
-def _mix64(idx: Any, seed: int) -> Any:
-    """splitmix64 of each frame index: split-independent, deterministic "random" draws."""
-    import numpy as np
-
-    z = idx.astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) & _MASK64)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        return _ops().DeltaStdPool()
 
 
 class _IqrPooling(Pooling):
     """Keeps frames exactly up to ``max_frames``, then a uniform reservoir of them.
 
     Reservoir sampling is Algorithm R: frame ``i`` (0-based, ``i >= k``) replaces
-    slot ``j = h(i) mod (i + 1)`` when ``j < k``, where ``h`` is a hash of the
-    frame index and the seed. Draws depend only on the frame index, so the
-    sample does not depend on how the track was split into blocks.
+    slot ``j = h(i) mod (i + 1)`` when ``j < k``, where ``h`` is splitmix64 of the
+    frame index and the seed (``enricher_ops.reservoir_draws``). Draws depend only
+    on the frame index, so the sample does not depend on how the track was split
+    into blocks.
     """
 
     def __init__(self, max_frames: int, seed: int) -> None:
         self.k = max_frames
         self.seed = seed
+        self.offset = _ops().seed_offset(seed)
         self.n = 0
         self.blocks: list[Any] = []  # while n < k
         self.buffer: Any = None  # [L, k, D] once n >= k
@@ -438,25 +430,11 @@ class _IqrPooling(Pooling):
             del b
 
     def _reservoir(self, frames: "torch.Tensor") -> None:
-        import numpy as np
-        import torch
-
         f = frames.shape[1]
-        idx = np.arange(self.n, self.n + f, dtype=np.uint64)
-        j = _mix64(idx, self.seed) % (idx + np.uint64(1))
+        slots, src = _ops().reservoir_draws(self.n, f, self.k, self.offset, self.buffer.device)
         self.n += f
-        hit = np.nonzero(j < np.uint64(self.k))[0]
-        if hit.size == 0:
-            return
-        slots = j[hit].astype(np.int64)
-        # Sequential semantics: of several frames drawing the same slot, the last wins.
-        rev_slots = slots[::-1]
-        uniq, first_in_rev = np.unique(rev_slots, return_index=True)
-        src = hit[::-1][first_in_rev]
-        dev = self.buffer.device
-        self.buffer[:, torch.from_numpy(uniq).to(dev)] = frames[:, torch.from_numpy(src).to(dev)].to(
-            self.buffer.dtype
-        )
+        if slots.numel():
+            self.buffer[:, slots] = frames[:, src].to(self.buffer.dtype)
 
     def result(self) -> "torch.Tensor":
         import torch
@@ -472,33 +450,22 @@ def _iqr(x: "torch.Tensor", use_numpy: bool | None = None) -> "torch.Tensor":
 
     Works one layer at a time on a frames-contiguous copy: on CPU with
     ``numpy.partition`` (linear time, only the 4 order statistics needed),
-    elsewhere with ``torch.sort`` (``use_numpy`` forces either path).
-    ``torch.quantile`` refuses large inputs.
+    elsewhere with ``torch.sort`` (``use_numpy`` forces either path; the exported
+    TorchScript model sorts). Both give the same order statistics, and
+    ``enricher_ops.iqr_from_ordered`` interpolates them. ``torch.quantile``
+    refuses large inputs.
     """
-    import math
-
+    ops = _ops()
+    if not (use_numpy if use_numpy is not None else x.device.type == "cpu"):
+        return ops.iqr_sorted(x)
+    import numpy as np
     import torch
 
-    n = x.shape[1]
-    lo25, lo75 = math.floor(0.25 * (n - 1)), math.floor(0.75 * (n - 1))
-    w25, w75 = 0.25 * (n - 1) - lo25, 0.75 * (n - 1) - lo75
-    ks = sorted({lo25, min(lo25 + 1, n - 1), lo75, min(lo75 + 1, n - 1)})
+    ks = ops.quartile_columns(x.shape[1])
     out = torch.empty((x.shape[0], x.shape[2]), dtype=torch.float64, device=x.device)
-
-    def interp(s: Any, lo: int, w: float) -> "torch.Tensor":
-        a = s[:, lo].to(torch.float64)
-        b = s[:, min(lo + 1, n - 1)].to(torch.float64)
-        return a + (b - a) * w
-
     for layer in range(x.shape[0]):
         xt = x[layer].t().contiguous()  # [D, n]
-        if use_numpy if use_numpy is not None else xt.device.type == "cpu":
-            import numpy as np
-
-            s = torch.from_numpy(np.partition(xt.numpy(), ks, axis=1))
-        else:
-            s = torch.sort(xt, dim=1).values
-        out[layer] = interp(s, lo75, w75) - interp(s, lo25, w25)
+        out[layer] = ops.iqr_from_ordered(torch.from_numpy(np.partition(xt.numpy(), ks, axis=1)))
     return out
 
 
@@ -526,6 +493,9 @@ class IqrEnricher(_PoolEnricher):
 
     def pooling(self) -> Pooling:
         return _IqrPooling(self.max_frames, self.seed)
+
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        return _ops().IqrPool(self.max_frames, self.seed)
 
 
 class _StatsPooling(Pooling):
@@ -587,6 +557,9 @@ class StatsEnricher(_PoolEnricher):
     def pooling(self) -> Pooling:
         return _StatsPooling([p.pooling() for p in self._parts])
 
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        return _ops().ConcatPool([p.torch_module(num_layers) for p in self._parts])
+
 
 # --------------------------------------------------------------------------- vector stage
 
@@ -598,9 +571,10 @@ class FlattenEnricher(Enricher):
     stage: ClassVar[str] = "vector"
 
     def enrich(self, x: "torch.Tensor") -> "torch.Tensor":
-        import torch
+        return _ops().flatten(x)
 
-        return x.reshape(-1).to(torch.float32)
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        return _ops().Flatten()
 
 
 class L2NormalizeEnricher(Enricher):
@@ -613,11 +587,10 @@ class L2NormalizeEnricher(Enricher):
         self.eps = float(eps)
 
     def enrich(self, x: "torch.Tensor") -> "torch.Tensor":
-        import torch
+        return _ops().l2_normalize(x, self.eps)
 
-        x64 = x.to(torch.float64)
-        norm = x64.norm(dim=-1, keepdim=True).clamp_min(self.eps)
-        return (x64 / norm).to(torch.float32)
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        return _ops().L2Normalize(self.eps)
 
 
 BUILTIN_ENRICHERS: tuple[type[Enricher], ...] = (
