@@ -1,5 +1,6 @@
 # Two entry points, both self-contained on a fresh machine (Python 3.10+):
-#   make quickstart   install, generate example clips, embed them, print a summary
+#   make quickstart   install, generate example clips, embed them into HDF5 + a Milvus Lite
+#                     file (embedded, no server), print a summary, then search with one clip
 #   make test         install everything (core, plugins, test extras) and run every test
 # torch is pinned through constraints.txt to the CPU build (an unpinned torch pulls CUDA).
 
@@ -22,7 +23,8 @@ install-test: $(BIN)/python
 
 quickstart: install
 	$(BIN)/musicembed examples examples/audio
-	$(BIN)/musicembed run --gin_file gin/runs/quickstart.gin
+	$(BIN)/musicembed run --gin_file gin/runs/quickstart_milvus.gin
+	$(BIN)/musicembed search --gin_file gin/runs/quickstart_milvus.gin --audio examples/audio/jazz/b.flac -k 5
 
 test: install-test
 	$(BIN)/python -m pytest

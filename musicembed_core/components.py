@@ -191,6 +191,14 @@ class Enricher(Component):
         """Fresh streaming state for one track (only for ``stage == "pool"``)."""
         return BufferedPooling(self)
 
+    def torch_module(self, num_layers: int) -> "torch.nn.Module":
+        """A TorchScript-able module computing :meth:`enrich`, for ``musicembed export-model``.
+
+        Optional: a chain with an enricher that does not provide it cannot be
+        exported (``run`` is unaffected). The exporter checks it against ``enrich``.
+        """
+        raise NotImplementedError
+
 
 # --------------------------------------------------------------------------- records
 

@@ -335,7 +335,14 @@ def script_chain(
     for e in enrichers:
         label = _labels([e])[0]
         maker = getattr(e, "torch_module", None)
-        if maker is None:
+        num_layers = int(stacks[0].shape[0])
+        try:
+            module = maker(num_layers) if maker is not None else None
+        except NotImplementedError:
+            module = None
+        except Exception as exc:
+            raise ExportError(f"enricher {label!r}: torch_module() failed: {exc}") from exc
+        if module is None:
             raise ExportError(
                 f"enricher {label!r} ({type(e).__module__}.{type(e).__qualname__}) has no "
                 f"TorchScript implementation, so this chain cannot be exported. Use built-in "
@@ -343,11 +350,6 @@ def script_chain(
                 f"l2_normalize), or give the enricher a torch_module(num_layers) method returning "
                 f"a scriptable nn.Module that computes enrich()."
             )
-        num_layers = int(stacks[0].shape[0])
-        try:
-            module = maker(num_layers)
-        except Exception as exc:
-            raise ExportError(f"enricher {label!r}: torch_module() failed: {exc}") from exc
         try:
             scripted = torch.jit.script(module)
         except Exception as exc:
