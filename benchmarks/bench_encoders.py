@@ -1,0 +1,192 @@
+"""Speed and memory of the pipeline with full-size MERT-v1-95M and music2vec.
+
+Both models are built at their released size with random weights (no download
+here), saved in the hub layout under their real repo ids in a temporary
+Hugging Face cache, and loaded through the plugins' real repo-id path with
+``HF_HUB_OFFLINE=1``. Every figure is a ratio against a baseline measured in the
+same invocation (these machines are noisy):
+
+1. speed: audio seconds per wall second for a folder of generated tracks,
+   musicembed (both encoders in one pass: each file decoded once, resampled
+   once per model rate, windows of 5 s / 30 s, mean pooling) vs the plain loop
+   users write (for each model: load + resample the file, call the transformers
+   model on the whole track, mean-pool). With ``--separate`` also the pipeline
+   with one encoder per run, to show the decode cost paid once.
+2. memory: peak RSS of a fresh process embedding one long track with MERT-95M
+   vs a 1-minute track (target: ratio <= 1.5).
+
+    python benchmarks/bench_encoders.py                       # the issue's sizes (slow on 2 cores)
+    python benchmarks/bench_encoders.py --tracks 2 --minutes 3 --long-minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+for plugin_tests in ("plugins/mert/tests", "plugins/music2vec/tests"):  # checkpoint builders
+    sys.path.insert(0, str(REPO / plugin_tests))
+
+MERT_ID, M2V_ID = "m-a-p/MERT-v1-95M", "m-a-p/music2vec-v1"
+
+
+def build_checkpoints(cache: Path, work: Path) -> dict[str, tuple[object, int, bool]]:
+    """Full-size random-weight checkpoints in the hub cache; returns reference models.
+
+    ``{repo_id: (transformers model, sample_rate, normalise_input)}``
+    """
+    import torch
+    from mert_checkpoints import RELEASED_V1_95M, make_checkpoint, preprocessor
+    from music2vec_tiny import released_config, write_folder
+    from transformers import Data2VecAudioConfig, Data2VecAudioModel
+
+    from musicembed_core.testing import save_to_hub_cache
+
+    mert = make_checkpoint(work / "mert", MERT_ID, dict(RELEASED_V1_95M), preprocessor(24000, False), seed=0)
+    save_to_hub_cache(cache, MERT_ID, mert.folder)
+
+    torch.manual_seed(1)
+    cfg = released_config()
+    m2v = Data2VecAudioModel(Data2VecAudioConfig(**{k: v for k, v in cfg.items() if k != "vocab_size"})).eval()
+    write_folder(work / "m2v", cfg, {k: v.contiguous() for k, v in m2v.state_dict().items()})
+    save_to_hub_cache(cache, M2V_ID, work / "m2v")
+    return {MERT_ID: (mert.reference, 24000, False), M2V_ID: (m2v, 16000, True)}
+
+
+def run_pipeline(source: Path, out: Path, which: tuple[str, ...] = ("mert", "music2vec")) -> tuple[float, float]:
+    from musicembed_core import ginconfig
+    from musicembed_core.runconfig import run_config
+    from musicembed_core.runner import execute
+
+    ginconfig.clear()
+    embeddings = ", ".join(f"@{w}/embedding()" for w in which)
+    ginconfig.parse(
+        [str(REPO / "gin" / "runs" / "mert_music2vec.gin")],
+        [f"run.source = '{source}'", f"run.output_dir = '{out}'",
+         f"run.embeddings = [{embeddings}]",
+         "mert/embedding.enrichers = [@enrichers.mean(), @enrichers.flatten()]",
+         "music2vec/embedding.enrichers = [@enrichers.mean(), @enrichers.flatten()]"],
+    )
+    summary = execute(run_config(), show_progress=False)
+    assert summary.files_failed == 0, summary.failures
+    return summary.audio_seconds, summary.wall_seconds
+
+
+def plain_loop(files: list[Path], models: dict) -> tuple[float, float]:
+    """What a user's script does: per model, load + resample the file, whole track in one call."""
+    import librosa
+    import torch
+
+    t0 = time.perf_counter()
+    seconds = 0.0
+    for f in files:
+        for model, sr, normalise in models.values():
+            wave, _ = librosa.load(f, sr=sr, mono=True)
+            x = torch.from_numpy(wave)[None]
+            if normalise:
+                x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
+            with torch.inference_mode():
+                states = model(x, output_hidden_states=True).hidden_states
+                _ = torch.stack(states)[:, 0].mean(1).flatten().numpy()
+        seconds += librosa.get_duration(path=f)
+    return seconds, time.perf_counter() - t0
+
+
+def write_long(path: Path, minutes: float, rate: int = 44100) -> None:
+    """A long stereo file written block by block (never held whole)."""
+    import soundfile as sf
+
+    from musicembed_core.examples import synth_clip
+
+    block = synth_clip(30.0, rate, seed=3, channels=2).astype(np.float32)
+    with sf.SoundFile(path, "w", samplerate=rate, channels=2, subtype="PCM_16") as f:
+        for _ in range(int(round(minutes * 2))):
+            f.write(block)
+
+
+def child_rss(args: list[str], env: dict) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tracks", type=int, default=10, help="generated tracks for the speed test")
+    ap.add_argument("--minutes", type=float, default=3.0, help="length of each track")
+    ap.add_argument("--long-minutes", type=float, default=30.0, help="long track for the memory test")
+    ap.add_argument("--separate", action="store_true", help="also time one encoder per pipeline run")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    if a.rss_child:  # child: embed one file with MERT-95M only, report peak RSS
+        with tempfile.TemporaryDirectory() as tmp:
+            audio_s, wall = run_pipeline(Path(a.rss_child), Path(tmp) / "out", ("mert",))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"peak_rss_mb": peak, "audio_seconds": audio_s, "wall": wall}))
+        return
+
+    from musicembed_core.examples import synth_clip, write_audio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cache = tmp / "hf-cache"
+        os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
+        t = time.perf_counter()
+        models = build_checkpoints(cache, tmp / "ckpt")
+        print(f"built full-size random-weight checkpoints in {time.perf_counter() - t:.0f} s", flush=True)
+
+        if not a.skip_speed:
+            lib = tmp / "lib"
+            lib.mkdir()
+            exts = [".flac", ".mp3", ".wav", ".ogg"]
+            for i in range(a.tracks):
+                write_audio(lib / f"t{i:02d}{exts[i % len(exts)]}",
+                            synth_clip(a.minutes * 60, 44100, seed=i, channels=2), 44100)
+            files = sorted(lib.iterdir())
+            total_min = a.tracks * a.minutes
+            print(f"speed: {a.tracks} tracks x {a.minutes:g} min ({total_min:g} min of audio), "
+                  f"MERT-95M + music2vec, CPU threads={os.cpu_count()}", flush=True)
+            pipe_s, pipe_t = run_pipeline(lib, tmp / "out")
+            print(f"  musicembed, both in one pass  {pipe_s / pipe_t:7.3f} audio s per s  ({pipe_t:.0f} s)",
+                  flush=True)
+            if a.separate:
+                s1, t1 = run_pipeline(lib, tmp / "out1", ("mert",))
+                s2, t2 = run_pipeline(lib, tmp / "out2", ("music2vec",))
+                print(f"  musicembed, one model per run {pipe_s / (t1 + t2):7.3f} audio s per s  "
+                      f"({t1 + t2:.0f} s; one pass is {(t1 + t2) / pipe_t:.2f}x faster)", flush=True)
+            base_s, base_t = plain_loop(files, models)
+            print(f"  plain loop, whole tracks      {base_s / base_t:7.3f} audio s per s  ({base_t:.0f} s)")
+            print(f"  ratio musicembed / plain loop {(pipe_s / pipe_t) / (base_s / base_t):7.2f}x "
+                  f"(target >= 1.3x)", flush=True)
+
+        if not a.skip_memory:
+            env = {**os.environ}
+            short, long_ = tmp / "short.wav", tmp / "long.wav"
+            write_long(short, 1.0)
+            write_long(long_, a.long_minutes)
+            r1 = child_rss(["--rss-child", str(short)], env)
+            r2 = child_rss(["--rss-child", str(long_)], env)
+            print("memory (MERT-95M, 5 s windows, fresh process each):")
+            print(f"  1-min track          peak RSS {r1['peak_rss_mb']:8.0f} MB  ({r1['wall']:.0f} s)")
+            print(f"  {a.long_minutes:g}-min track{'':<7}peak RSS {r2['peak_rss_mb']:8.0f} MB  ({r2['wall']:.0f} s)")
+            print(f"  ratio                {r2['peak_rss_mb'] / r1['peak_rss_mb']:8.2f}x (target <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
