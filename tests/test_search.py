@@ -1,0 +1,162 @@
+"""`musicembed search` end to end: index generated clips with logmel into a real
+FAISS sink, then query by audio file, by stored id and by text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from musicembed_core.testing import REPO, make_fake_dist, run_cli
+
+pytest.importorskip("musicembed_faiss", reason="the musicembed-faiss plugin is not installed")
+
+RUN_GIN = str(REPO / "gin" / "runs" / "quickstart_faiss.gin")
+
+
+def _params(source, out, *extra):
+    args = []
+    for p in (f'run.source="{source}"', f'run.output_dir="{out}"', *extra):
+        args += ["--gin_param", p]
+    return args
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, example_dir):
+    out = tmp_path_factory.mktemp("search") / "out"
+    proc = run_cli("run", "--gin_file", RUN_GIN, *_params(example_dir, out), "--no-progress", "--json")
+    summary = json.loads(proc.stdout)
+    assert summary["files_ok"] == summary["files_total"] >= 6
+    return example_dir, out, summary
+
+
+def _search(indexed, *args, check=True, extra_params=()):
+    source, out, _ = indexed
+    return run_cli("search", "--gin_file", RUN_GIN, *_params(source, out, *extra_params), *args,
+                   check=check)
+
+
+def test_audio_query_finds_itself_first(indexed):
+    source, _, summary = indexed
+    proc = _search(indexed, "--audio", str(source / "jazz" / "b.flac"), "-k", "3", "--json")
+    res = json.loads(proc.stdout)
+    assert res["space_hash"] == summary["embeddings"][0]["space_hash"]
+    hits = res["hits"]
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert hits[0]["id"] == "jazz/b.flac"
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert hits[0]["path"].endswith("jazz/b.flac")
+    assert hits[1]["score"] <= hits[0]["score"]
+
+
+def test_audio_query_copy_outside_library(indexed, tmp_path):
+    """A query file elsewhere is embedded by the same path: same vector, same top hit."""
+    source, _, _ = indexed
+    q = tmp_path / "query.mp3"
+    shutil.copy(source / "d.mp3", q)
+    res = json.loads(_search(indexed, "--audio", str(q), "--json").stdout)
+    assert res["hits"][0]["id"] == "d.mp3"
+    assert res["hits"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_table_output(indexed):
+    source, _, _ = indexed
+    out = _search(indexed, "--audio", str(source / "rock" / "a.wav"), "-k", "2").stdout
+    assert "rank" in out and "score" in out and "rock/a.wav" in out
+
+
+def test_more_like_stored_id_excludes_itself(indexed):
+    res = json.loads(_search(indexed, "--id", "jazz/b.flac", "-k", "4", "--json").stdout)
+    ids = [h["id"] for h in res["hits"]]
+    assert len(ids) == 4 and "jazz/b.flac" not in ids and len(set(ids)) == 4
+
+
+def test_unknown_id_is_a_clear_error(indexed):
+    proc = _search(indexed, "--id", "nope.wav", check=False)
+    assert proc.returncode == 2 and "no such track" in proc.stderr and "nope.wav" in proc.stderr
+
+
+def test_filter_on_metadata(indexed):
+    source, _, summary = indexed
+    a = str(source / "rock" / "a.wav")
+    none = json.loads(_search(indexed, "--audio", a, "--filter", "duration > 1000", "--json").stdout)
+    assert none["hits"] == []
+    every = json.loads(_search(indexed, "--audio", a, "-k", "50", "--filter", "duration > 1",
+                               "--json").stdout)
+    assert len(every["hits"]) == summary["files_ok"]
+
+
+def test_text_without_projector_names_what_is_needed(indexed):
+    proc = _search(indexed, "--text", "calm piano with rain", check=False)
+    assert proc.returncode == 2
+    assert "needs a text projector" in proc.stderr and "embedding.projector" in proc.stderr
+
+
+PROJECTOR = '''
+import hashlib
+import numpy as np
+from musicembed_core import TextProjector, hookimpl
+
+class HashProjector(TextProjector):
+    """Deterministic text -> vector map into a configured space (tests the wiring only)."""
+    name = "hashproj"
+
+    def __init__(self, target_space: str = "", dim: int = 192):
+        self.target_space = target_space
+        self.dim = dim
+
+    def embed_text(self, texts):
+        out = []
+        for t in texts:
+            seed = int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)
+            out.append(np.random.default_rng(seed).standard_normal(self.dim).astype("float32"))
+        return np.stack(out)
+
+@hookimpl
+def register_text_projectors(register):
+    register(HashProjector)
+'''
+
+
+def test_text_query_through_a_projector(indexed, tmp_path):
+    _, _, summary = indexed
+    space, dim = summary["embeddings"][0]["space_hash"], summary["embeddings"][0]["dim"]
+    make_fake_dist(tmp_path, "hashproj_plugin", PROJECTOR)
+    env = {"PYTHONPATH": str(tmp_path)}
+    source, out, _ = indexed
+    base = ["search", "--gin_file", RUN_GIN, *_params(source, out), "--text", "calm piano",
+            "--json", "--gin_param", "embedding.projector=@projectors.hashproj()",
+            "--gin_param", f"projectors.hashproj.dim={dim}"]
+    ok = run_cli(*base, "--gin_param", f'projectors.hashproj.target_space="{space}"', env=env)
+    hits = json.loads(ok.stdout)["hits"]
+    assert len(hits) == min(10, summary["files_ok"]) and hits[0]["score"] >= hits[-1]["score"]
+    bad = run_cli(*base, "--gin_param", 'projectors.hashproj.target_space="0000"', env=env,
+                  check=False)
+    assert bad.returncode == 2 and "maps text into space '0000'" in bad.stderr
+
+
+def test_other_space_is_refused(indexed):
+    source, _, _ = indexed
+    proc = _search(indexed, "--audio", str(source / "c.ogg"), check=False,
+                   extra_params=["encoders.logmel.window_seconds=4.0"])
+    assert proc.returncode == 2
+    assert "window_seconds" in proc.stderr
+
+
+def test_exactly_one_query(indexed):
+    proc = _search(indexed, check=False)
+    assert proc.returncode == 2 and "exactly one of --audio" in proc.stderr
+
+
+def test_empty_sink_says_index_first(tmp_path, example_dir):
+    proc = run_cli("search", "--gin_file", RUN_GIN, *_params(example_dir, tmp_path / "empty"),
+                   "--audio", str(example_dir / "c.ogg"), check=False)
+    assert proc.returncode == 2 and "is empty" in proc.stderr and "musicembed run" in proc.stderr
+
+
+def test_run_without_sink(tmp_path, example_dir):
+    proc = run_cli("search", "--gin_file", str(REPO / "gin" / "runs" / "quickstart.gin"),
+                   *_params(example_dir, tmp_path / "x"), "--audio", str(example_dir / "c.ogg"),
+                   check=False)
+    assert proc.returncode == 2 and "no sink" in proc.stderr
