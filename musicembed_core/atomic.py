@@ -110,6 +110,17 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     atomic_write_bytes(path, text.encode(encoding))
 
 
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for metadata: numpy values, sets/tuples, paths; else ``str``."""
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return str(obj)
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, **dumps_kwargs: Any) -> None:
     """Serialise ``obj`` as JSON and replace ``path`` atomically."""
     dumps_kwargs.setdefault("ensure_ascii", False)

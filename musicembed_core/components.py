@@ -97,8 +97,8 @@ class Encoder(Component):
     hop_seconds: float | None = None
     """Distance between chunk starts; ``None`` means equal to the window (no overlap)."""
     min_seconds: float = 0.1
-    """Shortest chunk the model accepts. A shorter track is padded to it by
-    reflection; a shorter tail after at least one full window is dropped."""
+    """Shortest chunk the model accepts. A shorter track is repeated (tiled) up to it;
+    a shorter tail after at least one full window is dropped."""
 
     def load(self) -> None:
         """Load weights (idempotent). Called by the pipeline before encoding."""

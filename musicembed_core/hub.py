@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from .components import Encoder
-from .errors import MusicembedError
+from .errors import ConfigError, MusicembedError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -315,6 +315,11 @@ class PretrainedEncoder(Encoder):
         if window_seconds is not None:
             self.window_seconds = float(window_seconds)
         self.hop_seconds = None if hop_seconds is None else float(hop_seconds)
+        if self.window_seconds <= 0 or (self.hop_seconds is not None and self.hop_seconds <= 0):
+            raise ConfigError(
+                f"encoders.{self.name}: window_seconds={window_seconds} and hop_seconds={hop_seconds} "
+                "must be positive"
+            )
         self._checkpoint: Checkpoint | None = None
         self._module: Any = None
 

@@ -162,3 +162,20 @@ def test_hidden_states_module_normalises_per_clip():
     assert torch.allclose(out[0, :, :, 0].std(-1, unbiased=False), torch.ones(2), atol=1e-4)
     raw = hub.hidden_states_module(Echo(), normalize=False)(wave)
     assert torch.equal(raw[1, :, :, 0], 2 * wave)
+
+
+def test_pretrained_encoder_checks_window_and_dtype():
+    from musicembed_core.errors import ConfigError
+
+    class Tiny(hub.PretrainedEncoder):
+        name = "tiny"
+        default_model = "org/tiny"
+
+    enc = Tiny(window_seconds=2.5, hop_seconds=1.0)
+    assert (enc.model, enc.window_seconds, enc.hop_seconds) == ("org/tiny", 2.5, 1.0)
+    with pytest.raises(ConfigError, match="encoders.tiny: window_seconds=0"):
+        Tiny(window_seconds=0)
+    with pytest.raises(ConfigError, match="hop_seconds=-1"):
+        Tiny(hop_seconds=-1)
+    with pytest.raises(ModelLoadError, match="tiny.dtype='int8'"):
+        Tiny(dtype="int8")

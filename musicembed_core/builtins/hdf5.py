@@ -35,7 +35,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from ..atomic import atomic_path, clean_stale_temps, fsync_dir
+from ..atomic import atomic_path, clean_stale_temps, fsync_dir, json_default
 from ..components import Exporter, Record
 from ..errors import MusicembedError
 
@@ -58,19 +58,9 @@ _COPY_BYTES = 64 << 20
 # --------------------------------------------------------------------------- helpers
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return str(obj)
-
-
 def dump_metadata(metadata: Mapping[str, Any] | None) -> str:
     """One row's metadata as a JSON object (numpy values converted, others str())."""
-    return json.dumps(dict(metadata or {}), ensure_ascii=False, sort_keys=True, default=_json_default)
+    return json.dumps(dict(metadata or {}), ensure_ascii=False, sort_keys=True, default=json_default)
 
 
 def _enc(values: Iterable[str]) -> "np.ndarray":

@@ -32,10 +32,9 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..atomic import atomic_write_bytes, atomic_write_json, clean_stale_temps, fsync_dir
+from ..atomic import atomic_write_bytes, atomic_write_json, clean_stale_temps, fsync_dir, json_default
 from ..components import Exporter, Record
 from ..errors import MusicembedError
-from .hdf5 import _json_default
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -64,7 +63,7 @@ def _shard_number(name: str) -> int:
 def _dumps(obj: Any) -> str:
     # ASCII JSON: safetensors metadata must be valid UTF-8, and track ids taken
     # from undecodable file names carry lone surrogates; escaping keeps them.
-    return json.dumps(obj, ensure_ascii=True, default=_json_default)
+    return json.dumps(obj, ensure_ascii=True, default=json_default)
 
 
 def _load_index(directory: str) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from musicembed_core.atomic import atomic_path, commit, temp_path
+from musicembed_core.atomic import atomic_path, commit, json_default, temp_path
 
 from .errors import CorruptCollectionError
 
@@ -57,19 +57,9 @@ _TRAILER = struct.Struct("<Q8s")
 _CHUNK = 16 << 20
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return str(obj)
-
-
 def dumps(obj: Any) -> bytes:
     """JSON bytes; ASCII-escaped so undecodable file names (lone surrogates) survive."""
-    return json.dumps(obj, ensure_ascii=True, sort_keys=True, default=_json_default).encode("ascii")
+    return json.dumps(obj, ensure_ascii=True, sort_keys=True, default=json_default).encode("ascii")
 
 
 def normalise_metadata(metadata: list[dict[str, Any]]) -> tuple[bytes, list[dict[str, Any]]]:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from musicembed_core import Hit, Sink
+from musicembed_core.atomic import json_default
 
 from . import lite
 from .errors import DimensionMismatchError, FilterError, MilvusSinkError
@@ -469,7 +470,7 @@ class MilvusSink(Sink):
         _check_string(content_hash, "content_hash", tid, HASH_MAX_BYTES, self._where())
         meta = {str(k): v for k, v in md.items() if k not in COLUMNS}
         try:
-            meta_json = json.dumps(meta, default=_json_default, allow_nan=False)
+            meta_json = json.dumps(meta, default=json_default, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"upsert into {self._where()}: metadata of track {tid!r} is not JSON: {exc}"
@@ -667,13 +668,3 @@ def _check_string(value: str, what: str, tid: str, max_bytes: int, where: str) -
             f"stores at most {max_bytes}"
         )
 
-
-def _json_default(value: Any) -> Any:
-    """numpy scalars and arrays, paths and the like as plain JSON values."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "__fspath__"):
-        return os.fspath(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} {value!r} is not JSON serialisable")

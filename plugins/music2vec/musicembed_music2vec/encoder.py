@@ -22,7 +22,6 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from musicembed_core.errors import ConfigError
 from musicembed_core.hub import (
     Checkpoint,
     ModelLoadError,
@@ -174,11 +173,6 @@ class Music2VecEncoder(PretrainedEncoder):
             hop_seconds=hop_seconds,
             cache_dir=cache_dir,
         )
-        if self.window_seconds <= 0 or (self.hop_seconds is not None and self.hop_seconds <= 0):
-            raise ConfigError(
-                f"encoders.music2vec: window_seconds={window_seconds} and hop_seconds={hop_seconds} "
-                "must be positive"
-            )
 
     def geometry_from_config(self, checkpoint: Checkpoint) -> dict[str, Any]:
         config = data2vec_config(checkpoint)
