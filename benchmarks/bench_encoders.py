@@ -25,18 +25,18 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 for plugin_tests in ("plugins/mert/tests", "plugins/music2vec/tests"):  # checkpoint builders
     sys.path.insert(0, str(REPO / plugin_tests))
+
+from bench_logmel import child_rss, write_long  # noqa: E402 - same folder
 
 MERT_ID, M2V_ID = "m-a-p/MERT-v1-95M", "m-a-p/music2vec-v1"
 
@@ -103,26 +103,6 @@ def plain_loop(files: list[Path], models: dict) -> tuple[float, float]:
     return seconds, time.perf_counter() - t0
 
 
-def write_long(path: Path, minutes: float, rate: int = 44100) -> None:
-    """A long stereo file written block by block (never held whole)."""
-    import soundfile as sf
-
-    from musicembed_core.examples import synth_clip
-
-    block = synth_clip(30.0, rate, seed=3, channels=2).astype(np.float32)
-    with sf.SoundFile(path, "w", samplerate=rate, channels=2, subtype="PCM_16") as f:
-        for _ in range(int(round(minutes * 2))):
-            f.write(block)
-
-
-def child_rss(args: list[str], env: dict) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=REPO,
-                          env=env, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tracks", type=int, default=10, help="generated tracks for the speed test")
@@ -187,8 +167,8 @@ def main() -> None:
             short, long_ = tmp / "short.wav", tmp / "long.wav"
             write_long(short, 1.0)
             write_long(long_, a.long_minutes)
-            r1 = child_rss(["--rss-child", str(short)], env)
-            r2 = child_rss(["--rss-child", str(long_)], env)
+            r1 = child_rss(["--rss-child", str(short)], __file__, env)
+            r2 = child_rss(["--rss-child", str(long_)], __file__, env)
             print("memory (MERT-95M, 5 s windows, fresh process each):")
             print(f"  1-min track          peak RSS {r1['peak_rss_mb']:8.0f} MB  ({r1['wall']:.0f} s)")
             print(f"  {a.long_minutes:g}-min track{'':<7}peak RSS {r2['peak_rss_mb']:8.0f} MB  ({r2['wall']:.0f} s)")

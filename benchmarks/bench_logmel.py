@@ -86,9 +86,10 @@ def write_long(path: Path, minutes: float, rate: int = 44100) -> None:
             f.write(block)
 
 
-def child_rss(args: list[str]) -> dict:
+def child_rss(args: list[str], script: str = __file__, env: dict | None = None) -> dict:
+    """Run ``script`` with ``args`` in a fresh process; its last stdout line is a JSON report."""
     proc = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, cwd=REPO
+        [sys.executable, script, *args], capture_output=True, text=True, cwd=REPO, env=env
     )
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
