@@ -222,12 +222,17 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def check_dtype(dtype: str, where: str = "dtype") -> str:
+    """``dtype`` if it is one of :data:`DTYPES` (no torch import), else a ModelLoadError."""
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"{where}={dtype!r}: expected one of {', '.join(DTYPES)}")
+    return dtype
+
+
 def resolve_dtype(dtype: str) -> "torch.dtype":
     import torch
 
-    if dtype not in DTYPES:
-        raise ModelLoadError(f"dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
-    return getattr(torch, dtype)
+    return getattr(torch, check_dtype(dtype))
 
 
 def rename_keys(
@@ -308,10 +313,8 @@ class PretrainedEncoder(Encoder):
         self.model = model or self.default_model
         self.revision = revision
         self.device = device
-        self.dtype = dtype
+        self.dtype = check_dtype(dtype, f"{self.name}.dtype")
         self.cache_dir = cache_dir
-        if dtype not in DTYPES:
-            raise ModelLoadError(f"{self.name}.dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
         if window_seconds is not None:
             self.window_seconds = float(window_seconds)
         self.hop_seconds = None if hop_seconds is None else float(hop_seconds)

@@ -36,10 +36,10 @@ from typing import Any, ClassVar
 from ..components import Encoder, Enricher, ModelExporter
 from ..errors import MusicembedError
 from ..export_target import metadata_path
+from ..hub import DTYPES
 
 log = logging.getLogger("musicembed")
 
-DTYPES = ("float32", "float16", "bfloat16")
 
 PIPELINE_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 2e-2}
 """Largest element difference allowed between the exported model's vector and the
