@@ -23,8 +23,8 @@ install-test: $(BIN)/python
 
 quickstart: install
 	$(BIN)/musicembed examples examples/audio
-	$(BIN)/musicembed run --gin_file gin/runs/quickstart_milvus.gin
-	$(BIN)/musicembed search --gin_file gin/runs/quickstart_milvus.gin --audio examples/audio/jazz/b.flac -k 5
+	$(BIN)/musicembed run --gin_file runs/quickstart_milvus.gin
+	$(BIN)/musicembed search --gin_file runs/quickstart_milvus.gin --audio examples/audio/jazz/b.flac -k 5
 
 test: install-test
 	$(BIN)/python -m pytest

@@ -72,7 +72,7 @@ def run_pipeline(source: Path, out: Path, which: tuple[str, ...] = ("mert", "mus
     ginconfig.clear()
     embeddings = ", ".join(f"@{w}/embedding()" for w in which)
     ginconfig.parse(
-        [str(REPO / "gin" / "runs" / "mert_music2vec.gin")],
+        ["runs/mert_music2vec.gin"],  # shipped by musicembed-mert
         [f"run.source = '{source}'", f"run.output_dir = '{out}'",
          f"run.embeddings = [{embeddings}]",
          "mert/embedding.enrichers = [@enrichers.mean(), @enrichers.flatten()]",

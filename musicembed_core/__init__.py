@@ -1,8 +1,15 @@
 """musicembed core: hook specs, plugin manager, gin wiring, audio pipeline.
 
-Plugins need only this import::
+The public API for plugins is what this module exports (``__all__``) plus the
+modules in :data:`PUBLIC_MODULES`::
 
-    from musicembed_core import hookimpl, Encoder
+    from musicembed_core import hookimpl, Encoder, Geometry, Record, EmbeddingSpace
+    from musicembed_core.hub import PretrainedEncoder      # pretrained checkpoints
+    from musicembed_core.testing import EncoderSuite       # conformance kit (pytest plugin)
+
+Every other module (pipeline, runner, ginconfig, plugins, builtins, export, ...)
+is internal: it may change without notice, and a test fails when a shipped
+plugin imports one.
 
 Importing the package is cheap (no torch): ``musicembed plugins`` depends on it.
 """
@@ -21,25 +28,93 @@ from .components import (
     Record,
     Sink,
     TextProjector,
+    check_projector,
 )
+from .atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .errors import (
+    AudioDecodeError,
+    ConfigError,
+    FilterError,
+    MusicembedError,
+    PluginError,
+    SinkNotFoundError,
+    SpaceMismatchError,
+)
+from .geometry import Geometry
 from .hookspecs import hookimpl
+from .filters import MetadataFilter, parse_filter
+from .sinkkit import (
+    METRICS,
+    RecordBatch,
+    check_stored_space,
+    exact_rerank,
+    exact_scores,
+    exact_search,
+    sink_not_found,
+    space_record,
+    stack_records,
+    unit_rows,
+)
 from .space import EmbeddingSpace
 
 __version__ = "0.1.0"
 
+PUBLIC_MODULES: tuple[str, ...] = (
+    "musicembed_core",
+    "musicembed_core.atomic",
+    "musicembed_core.errors",
+    "musicembed_core.examples",
+    "musicembed_core.filters",
+    "musicembed_core.frontends",
+    "musicembed_core.geometry",
+    "musicembed_core.hub",
+    "musicembed_core.sinkkit",
+    "musicembed_core.space",
+    "musicembed_core.testing",
+)
+"""Modules a plugin may import (``musicembed_core.testing`` also from its tests);
+``examples`` only for generating test audio."""
+
 __all__ = [
+    "AudioDecodeError",
     "BufferedPooling",
     "Component",
+    "ConfigError",
+    "FilterError",
+    "MusicembedError",
+    "PUBLIC_MODULES",
+    "PluginError",
+    "SinkNotFoundError",
+    "SpaceMismatchError",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
     "EmbeddingSpace",
     "Encoder",
     "Enricher",
     "Exporter",
+    "Geometry",
     "Hit",
     "ModelExporter",
     "Pooling",
     "Record",
     "Sink",
     "TextProjector",
+    "check_projector",
     "hookimpl",
+    # sink helpers (musicembed_core.sinkkit, musicembed_core.filters)
+    "METRICS",
+    "MetadataFilter",
+    "RecordBatch",
+    "check_stored_space",
+    "exact_rerank",
+    "exact_scores",
+    "exact_search",
+    "parse_filter",
+    "sink_not_found",
+    "space_record",
+    "stack_records",
+    "unit_rows",
     "__version__",
 ]

@@ -80,14 +80,15 @@ class EnricherChain:
     def __repr__(self) -> str:
         return f"EnricherChain({list(self.enrichers)!r})"
 
-    def output_dim(self, num_layers: int, dim: int) -> int:
-        """Length of the track vector for an encoder with ``num_layers`` x ``dim`` frames.
+    def output_dim(self, geometry: "Geometry") -> int:
+        """Length of the track vector for an encoder of this geometry.
 
         Runs the chain on a dummy ``[L, 3, D]`` stack; raises :class:`ConfigError`
         when the result is not 1-D.
         """
         import torch
 
+        num_layers, dim = geometry.num_layers, geometry.dim
         g = torch.Generator().manual_seed(0)
         dummy = torch.randn(num_layers, 3, dim, generator=g)
         out = enrich_whole(self, dummy)

@@ -32,7 +32,36 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
 
 
-@click.group(context_settings=CONTEXT)
+class MusicembedGroup(click.Group):
+    """The core commands plus those plugins add through ``register_commands``.
+
+    Plugin commands are added on first need (a name that is not a core command,
+    the command list, ``--help``), so core commands do not wait for them. Which
+    plugin commands were refused (a core command's name) is recorded on the
+    plugin and shown by ``musicembed plugins``.
+    """
+
+    def load_plugin_commands(self) -> None:
+        if getattr(self, "_plugin_commands", None) is not None:
+            return
+        from .plugins import get_manager
+
+        self._core_commands = set(self.commands)
+        self._plugin_commands = get_manager().plugin_commands(self._core_commands)
+        for name, cmd in self._plugin_commands.items():
+            self.add_command(cmd, name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self.load_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.load_plugin_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=MusicembedGroup, context_settings=CONTEXT)
 @click.version_option(package_name="musicembed")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -41,10 +70,11 @@ def main(verbose: int) -> None:
     \b
     Quick start (no download, built-in `logmel` encoder):
       musicembed examples examples/audio
-      musicembed run --gin_file gin/runs/quickstart.gin
+      musicembed run --gin_file runs/quickstart.gin
 
     Components come from plugins (`musicembed plugins` lists them); runs are
-    wired from gin files (see gin/README.md).
+    wired from gin files shipped with musicembed and its plugins
+    (`musicembed gin list` lists them).
     """
     _setup_logging(verbose)
 
@@ -64,8 +94,8 @@ def gin_options(fn: Any) -> Any:
         "gin_files",
         multiple=True,
         metavar="FILE",
-        help="A gin file (repeatable; later files override earlier ones). "
-        "Includes resolve relative to the gin/ folder, e.g. gin/runs/quickstart.gin.",
+        help="A gin file: a path, or a name on the gin search path such as runs/quickstart.gin "
+        "(see `musicembed gin list`). Repeatable; later files override earlier ones.",
     )(fn)
     return fn
 
@@ -78,7 +108,7 @@ def _run_config(gin_files: tuple[str, ...], gin_params: tuple[str, ...]) -> Any:
     from .runconfig import run_config
 
     if not gin_files and not gin_params:
-        raise click.UsageError("give at least one --gin_file (e.g. gin/runs/quickstart.gin)")
+        raise click.UsageError("give at least one --gin_file (e.g. runs/quickstart.gin)")
     ginconfig.parse(gin_files, gin_params)
     try:
         return run_config()
@@ -106,7 +136,7 @@ def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool,
 
     \b
     Example:
-      musicembed run --gin_file gin/runs/quickstart.gin \\
+      musicembed run --gin_file runs/quickstart.gin \\
           --gin_param 'run.source="/path/to/Music"'
     """
     from . import ginconfig
@@ -135,16 +165,19 @@ def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool,
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list each component's parameters.")
 def plugins(as_json: bool, verbose: bool) -> None:
-    """List installed plugins: version, hooks, components, load errors.
+    """List installed plugins: version, hooks, components, commands, load errors.
 
     \b
     Environment:
-      MUSICEMBED_LOAD_PLUGINS=a,b   load only these plugins ('' for none)
-      MUSICEMBED_STRICT_PLUGINS=1   fail on the first plugin error
+      MUSICEMBED_LOAD_PLUGINS=a,b      load only these plugins ('' for none)
+      MUSICEMBED_DISABLED_PLUGINS=a,b  do not load these (e.g. to choose between
+                                       two plugins that register one name)
+      MUSICEMBED_STRICT_PLUGINS=1      fail on the first plugin error
     """
     from .plugins import get_manager
 
     manager = get_manager()
+    main.load_plugin_commands()  # records commands refused for clashing with a core one
     data = [p.as_dict() for p in manager.plugins.values()]
     if verbose or as_json:
         from .components import constructor_params
@@ -166,16 +199,24 @@ def plugins(as_json: bool, verbose: bool) -> None:
     table = Table(title="musicembed plugins", title_justify="left")
     for col in ("plugin", "distribution", "version", "hooks", "components", "error"):
         table.add_column(col, overflow="fold")
+    from rich.markup import escape
+
     for d in data:
-        comps = "\n".join(f"{k}: {', '.join(v)}" for k, v in d["components"].items())
+        comps = [f"{k}: {', '.join(v)}" for k, v in d["components"].items()]
+        if d["commands"]:
+            comps.append(f"commands: {', '.join(d['commands'])}")
         hooks = "\n".join(h.removeprefix("register_") for h in d["hooks"])
+        problems = [f"[red]{escape(d['error'])}[/red]"] if d["error"] else []
+        problems += [f"[yellow]{escape(r)}[/yellow]" for r in d["refused"]]
+        if d["disabled"]:
+            problems.append("[dim]disabled (MUSICEMBED_DISABLED_PLUGINS)[/dim]")
         table.add_row(
             d["name"],
             d["distribution"] or "",
             d["version"] or "",
             hooks,
-            comps,
-            f"[red]{d['error']}[/red]" if d["error"] else "",
+            escape("\n".join(comps)),
+            "\n".join(problems),
         )
     from rich.console import Console
 
@@ -227,9 +268,9 @@ def search(gin_files: tuple[str, ...], gin_params: tuple[str, ...], audio: str |
 
     \b
     Examples:
-      musicembed search --gin_file gin/runs/quickstart_faiss.gin --audio song.mp3 -k 10
-      musicembed search --gin_file gin/runs/quickstart_faiss.gin --id 'jazz/b.flac' --json
-      musicembed search --gin_file gin/runs/quickstart_milvus.gin --audio song.mp3 \\
+      musicembed search --gin_file runs/quickstart_faiss.gin --audio song.mp3 -k 10
+      musicembed search --gin_file runs/quickstart_faiss.gin --id 'jazz/b.flac' --json
+      musicembed search --gin_file runs/quickstart_milvus.gin --audio song.mp3 \\
           --filter 'duration > 60'
     """
     from .search import Query, print_result
@@ -280,16 +321,17 @@ def export_model(spec: str, output: str, fmt: str, pooling: str | None, layers: 
     encoder's sample rate) and returns L2-normalised track vectors [B, dim]:
     the same vectors `musicembed run` stores with that encoder and chain
     (same windowing, layer selection and pooling). ENCODER_GIN_OR_NAME is an
-    encoder name, an encoder gin file (gin/encoders/) or a run gin file.
+    encoder name, an encoder gin file (e.g. encoders/logmel.gin) or a run gin
+    file, by path or by name (`musicembed gin list`).
 
     \b
     Examples:
       musicembed export-model logmel -o logmel.pt
       musicembed export-model music2vec --layers -1 --pooling mean -o music2vec.pt
-      musicembed export-model gin/runs/quickstart.gin -o quickstart.pt
+      musicembed export-model runs/quickstart.gin -o quickstart.pt
     """
-    from .export_target import export_model as run_export
-    from .export_target import metadata_path
+    from .export.target import export_model as run_export
+    from .export.target import metadata_path
 
     meta = run_export(spec, output, fmt=fmt, gin_files=gin_files, gin_params=gin_params,
                       embedding=embedding, layers=layers, pooling=pooling, device=device,
@@ -307,6 +349,89 @@ def export_model(spec: str, output: str, fmt: str, pooling: str | None, layers: 
         f"and {metadata_path(output)}",
         highlight=False, soft_wrap=True,
     )
+
+
+@main.group("gin", context_settings=CONTEXT)
+def gin_group() -> None:
+    """List and show the gin files available by name (from musicembed and its plugins).
+
+    \b
+    A --gin_file or include name such as runs/quickstart.gin is looked up in:
+      the working directory, MUSICEMBED_GIN_PATH (folders, ':'-separated),
+      the folder of the including file (and the gin/ folder above it),
+      musicembed's own gin files, then each installed plugin's gin files.
+    The first match wins; `musicembed gin list` shows which copies are hidden.
+    """
+
+
+def _provider(folder: Any) -> str:
+    dist = folder.distribution
+    if dist and dist != folder.provider:
+        return f"{folder.provider} ({dist})"
+    return folder.provider
+
+
+@gin_group.command("list", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def gin_list(as_json: bool) -> None:
+    """Every gin file available by name, grouped by the package (folder) providing it.
+
+    \b
+    A name found in an earlier folder hides the same name in later ones (shown).
+    The working directory is searched too when a run names a file, but is not listed.
+    """
+    from .ginpath import catalog, listed_folders
+
+    folders = listed_folders()
+    files = catalog()
+    if as_json:
+        click.echo(json.dumps([f.as_dict() for f in files], indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    # Grouped by folder, in search order: a name found earlier hides the later copies.
+    rows: dict[Any, list[str]] = {f.path: [] for f in folders}
+    for f in files:
+        rows[f.folder.path].append(escape(f.name))
+        for hidden in f.shadowed:
+            rows[hidden.path].append(
+                f"{escape(f.name)}  [yellow](hidden by {escape(str(f.path))})[/yellow]"
+            )
+    console = Console(soft_wrap=True, highlight=False)
+    for folder in folders:
+        if not rows[folder.path] and folder.provider != "MUSICEMBED_GIN_PATH":
+            continue
+        console.print(f"[bold]{escape(_provider(folder))}[/bold]: {escape(str(folder.path))}")
+        empty = "[dim](no gin files)[/dim]" if folder.path.is_dir() else "[red](not a folder)[/red]"
+        for line in sorted(rows[folder.path]) or [empty]:
+            console.print(f"  {line}")
+
+
+@gin_group.command("show", context_settings=CONTEXT)
+@click.argument("name")
+def gin_show(name: str) -> None:
+    """Print a gin file (by name or path) on stdout, and where it comes from on stderr.
+
+    \b
+    Example (start your own run from a shipped one):
+      musicembed gin show runs/quickstart.gin > my_run.gin
+    """
+    from pathlib import Path
+
+    from .ginpath import catalog, resolve
+
+    path = resolve(name)
+    entry = next((f for f in catalog() if f.path.resolve() == path.resolve()), None)
+    if entry is not None:
+        origin = f"{entry.name} from {_provider(entry.folder)}: {path}"
+        origin += "".join(
+            f"\n(hides {h.path / entry.name} from {_provider(h)})" for h in entry.shadowed
+        )
+    else:
+        origin = f"{name}: {Path(path).resolve()}"
+    click.echo(origin, err=True)
+    click.echo(Path(path).read_text(), nl=False)
 
 
 def entrypoint() -> None:

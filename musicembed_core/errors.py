@@ -29,3 +29,11 @@ class AudioDecodeError(MusicembedError):
 
 class SpaceMismatchError(MusicembedError):
     """Vectors of one embedding space written into an output of another."""
+
+
+class SinkNotFoundError(MusicembedError):
+    """A sink opened read-only (``musicembed search``) whose store or collection does not exist."""
+
+
+class FilterError(MusicembedError, ValueError):
+    """A search filter that cannot be parsed or evaluated; the message quotes the filter."""

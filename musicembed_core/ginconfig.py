@@ -9,17 +9,19 @@ file, and the closest known spelling; ``skip_unknown`` is never used.
 from __future__ import annotations
 
 import difflib
-import logging
 import inspect
-import os
+import logging
 import re
-from pathlib import Path
-from typing import Sequence
+import shlex
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import gin
+from gin import config_parser
 
+from . import ginpath
 from .errors import ConfigError
-from .plugins import KINDS, PluginManager, get_manager
+from .plugins import KINDS, PluginManager, get_manager, install_hint
 
 # selector -> class we registered (so re-registration after a plugin change is possible)
 _registered: dict[str, type] = {}
@@ -66,61 +68,83 @@ def _register_core() -> None:
     _core_registered = True
 
 
-_INCLUDE = re.compile(r"""^\s*include\s+['"]([^'"]+)['"]""", re.M)
+@contextmanager
+def _search_path(folders: Sequence[ginpath.GinFolder]) -> Iterator[None]:
+    """gin's include search path is exactly ``folders`` while parsing (never accumulates)."""
+    from gin import config as gin_config
+
+    prefixes = gin_config._LOCATION_PREFIXES  # noqa: SLF001 - gin has no public reset
+    saved = list(prefixes)
+    # '' (gin's own first entry) is the working directory, the first folder of ours.
+    prefixes[:] = ["", *(str(f.path) for f in folders if f.provider != "cwd")]
+    try:
+        yield
+    finally:
+        prefixes[:] = saved
 
 
-def _gin_roots(path: Path) -> list[Path]:
-    p = path.resolve().parent
-    roots = [p]
-    for parent in [p, *p.parents]:
-        if parent.name == "gin":
-            roots += [parent, parent.parent]
-            break
-    return roots
+class _SyntaxOnly(config_parser.ParserDelegate):
+    """Parses references and macros without looking them up (syntax check only)."""
+
+    def configurable_reference(self, scoped_configurable_name: str, evaluate: bool) -> None:
+        return None
+
+    def macro(self, macro_name: str) -> None:
+        return None
 
 
-def add_search_paths(gin_files: Sequence[str]) -> None:
-    """Let ``include 'encoders/x.gin'`` resolve from the gin root of each file involved.
+_NOT_A_STRING = re.compile(r"""^([-+]?\d|['"@%\[({])""")
 
-    Include lines are followed recursively, so a run file outside ``gin/`` may
-    include ``gin/runs/quickstart.gin``, whose own includes are relative to ``gin/``.
-    """
-    paths: list[Path] = [Path.cwd()]
-    env = os.environ.get("MUSICEMBED_GIN_PATH", "")
-    paths += [Path(p) for p in env.split(os.pathsep) if p]
-    bundled = Path(__file__).resolve().parents[1] / "gin"
-    if bundled.is_dir():
-        paths += [bundled, bundled.parent]
-    todo = [Path(f) for f in gin_files]
-    seen: set[Path] = set()
-    while todo:
-        f = todo.pop()
-        if f in seen or not f.is_file():
-            continue
-        seen.add(f)
-        paths += _gin_roots(f)
-        for inc in _INCLUDE.findall(f.read_text(errors="replace")):
-            cand = [Path(inc)] if Path(inc).is_absolute() else [d / inc for d in paths]
-            todo += [c for c in cand if c.is_file()][:1]
-    for path in dict.fromkeys(str(p) for p in paths):
-        gin.add_config_file_search_path(path)
+
+def check_binding(binding: str) -> None:
+    """A ``--gin_param`` that gin cannot parse fails naming it, with the quoted form to use."""
+    try:
+        for _ in config_parser.ConfigParser(binding, _SyntaxOnly()):
+            pass
+    except (SyntaxError, ValueError) as exc:
+        lines = (getattr(exc, "msg", None) or str(exc)).splitlines()
+        detail = lines[-1].strip()  # "Failed to parse token 'x'" rather than an ast repr
+        name, eq, value = binding.partition("=")
+        name, value = name.strip(), value.strip()
+        shown = f"--gin_param {shlex.quote(binding)}"
+        if eq and value and not _NOT_A_STRING.match(value):
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            fixed = f'{name}="{escaped}"'
+            msg = (
+                f"{shown}: the value of {name} ({value}) is not a gin value ({detail}). "
+                f"gin values are Python literals, so a string needs quotes of its own inside "
+                f"the binding, and single quotes around the whole binding keep the shell from "
+                f"removing them:\n  --gin_param {shlex.quote(fixed)}"
+            )
+        else:
+            msg = (
+                f"{shown} is not a valid gin binding ({detail}). A binding is NAME.PARAM=VALUE "
+                f"with a Python literal, @reference() or %MACRO as VALUE, e.g. "
+                f"--gin_param 'run.batch_size=8' or --gin_param 'run.source=\"/path/to/Music\"'."
+            )
+        raise ConfigError(msg) from exc
 
 
 def parse(gin_files: Sequence[str], gin_params: Sequence[str], finalize: bool = True) -> None:
-    """Load plugins, register them with gin, then parse files and bindings."""
+    """Load plugins, register them with gin, then parse files and bindings.
+
+    A ``gin_files`` entry is a path, or a name on the gin search path
+    (``runs/quickstart.gin``, see :mod:`musicembed_core.ginpath`).
+    """
     manager = get_manager()
     register_components(manager)
-    for f in gin_files:
-        if not Path(f).is_file():
-            raise ConfigError(f"gin file not found: {f} (paths are relative to {os.getcwd()})")
-    add_search_paths(gin_files)
+    files = [str(ginpath.resolve(f, manager)) for f in gin_files]
+    for binding in gin_params:
+        check_binding(binding)
+    folders = ginpath.search_folders(files, manager)
     root = logging.getLogger()
     quiet = _QuietGinSearch()
     root.addFilter(quiet)
     try:
-        gin.parse_config_files_and_bindings(
-            list(gin_files), list(gin_params), finalize_config=finalize, skip_unknown=False
-        )
+        with _search_path(folders):
+            gin.parse_config_files_and_bindings(
+                files, list(gin_params), finalize_config=finalize, skip_unknown=False
+            )
     except (ValueError, KeyError, TypeError, SyntaxError, OSError, ImportError) as exc:
         raise ConfigError(explain(exc, manager)) from exc
     finally:
@@ -162,11 +186,12 @@ def explain(exc: BaseException, manager: PluginManager | None = None) -> str:
         same_kind = [k for k in known if k.startswith(kind + ".")] if kind in KINDS else known
         close = difflib.get_close_matches(wanted, same_kind, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        clash = manager.conflict_error(kind, wanted.split(".", 1)[1]) if (
+            manager is not None and kind in KINDS) else None
+        if clash is not None:
+            return f"{clash}\n(gin said: {msg})"
         if kind in KINDS and not close:
-            hint = (
-                f" No installed plugin provides it: install the plugin that does "
-                f"(e.g. pip install musicembed-{wanted.split('.', 1)[1].replace('_', '-')})."
-            )
+            hint = f" No installed plugin provides it: {install_hint(kind, wanted.split('.', 1)[1])}."
         broken = ""
         if manager is not None:
             bad = [p.name for p in manager.plugins.values() if p.error]

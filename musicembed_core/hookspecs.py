@@ -6,14 +6,23 @@ classes (cheap to import), never loaded models: weights are loaded lazily by the
 component itself when the pipeline first needs them.
 
 ``register(cls, name=None)``: ``name`` defaults to ``cls.name``. Names are unique
-per kind across all plugins; a duplicate is an error that names both plugins.
+per kind across all plugins: a built-in's name is reserved (a plugin's component
+of that name is refused), and a name two plugins register is an error at use that
+names both (choose with ``MUSICEMBED_DISABLED_PLUGINS``).
+
+``register_commands(cli)`` is the exception to the callback style: it receives
+the click group itself, as in llm.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
 
 PROJECT_NAME = "musicembed"
 
@@ -69,6 +78,29 @@ def register_sinks(register: Register) -> None:
 
     :param register: call ``register(SinkClass)`` for each sink. A sink stores
         vectors keyed by track id and searches them (Milvus, FAISS, ...).
+    """
+
+
+@hookspec
+def register_gin_folders(register: Callable[[Path], None]) -> None:
+    """Declare folders of gin files the plugin ships as package data.
+
+    :param register: call ``register(Path(__file__).parent / "gin")`` for each
+        folder. Its files join gin's search path after the working directory,
+        ``MUSICEMBED_GIN_PATH`` and the core's own folder, so
+        ``include 'encoders/mert_v1_95m.gin'`` and ``--gin_file runs/x.gin`` find
+        them wherever the package is installed. ``musicembed gin list`` shows them.
+    """
+
+
+@hookspec
+def register_commands(cli: "click.Group") -> None:
+    """Add subcommands to the ``musicembed`` command line (as llm's hook of that name).
+
+    :param cli: a :class:`click.Group`; decorate functions with ``@cli.command()``
+        (or ``cli.add_command(cmd)``). Import heavy modules inside the command,
+        never at module level. A name a core command already has (``run``,
+        ``search``, ...) is refused with an error naming the plugin.
     """
 
 

@@ -25,13 +25,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from .components import Encoder
 from .errors import ConfigError, MusicembedError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+    from .geometry import Geometry
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,13 @@ class Checkpoint:
             return json.loads(f.read_text())
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{f}: cannot read JSON ({exc})") from exc
+
+    def file(self, name: str) -> Path:
+        """One file of the checkpoint, by name (an error names the folder when it is missing)."""
+        f = self.path / name
+        if not f.is_file():
+            raise ModelLoadError(f"{self.path}: no {name} in the checkpoint folder")
+        return f
 
     def weight_files(self) -> list[Path]:
         """The weight files to load, safetensors preferred; shards in index order."""
@@ -122,12 +131,24 @@ def _is_repo_id(model: str) -> bool:
 
 
 def resolve_checkpoint(
-    model: str, revision: str | None = None, cache_dir: str | None = None
+    model: str,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    files: tuple[str, ...] | None = None,
 ) -> Checkpoint:
-    """A local folder, or a Hugging Face repo id fetched (or found in the cache) at ``revision``."""
+    """A local folder, or a Hugging Face repo id fetched (or found in the cache) at ``revision``.
+
+    ``files``: the file names (or glob patterns) the checkpoint needs, for layouts
+    other than transformers' (OMAR-RQ: ``config.gin`` + ``model.ckpt``; Music2Latent:
+    one pickle). Only those are fetched; every plain name must be there. ``None``:
+    config/preprocessor JSON and one weights format (safetensors preferred).
+    """
     local = Path(model).expanduser()
     if local.is_dir():
-        return Checkpoint(local.resolve(), _local_revision(local))
+        ckpt = Checkpoint(local.resolve(), _local_revision(local, files))
+        if files is not None:
+            _check_files(ckpt.path, files, str(local))
+        return ckpt
     if not _is_repo_id(model):
         raise ModelLoadError(
             f"model {model!r} is neither an existing folder nor a Hugging Face repo id "
@@ -160,9 +181,20 @@ def resolve_checkpoint(
         )
 
     try:
-        path = fetch(SAFETENSORS_PATTERNS)
-        if not any(path.glob("*.safetensors")):
-            path = fetch(BIN_PATTERNS)
+        if files is not None:
+            path = Path(
+                snapshot_download(
+                    model,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    local_files_only=offline,
+                    allow_patterns=list(files),
+                )
+            )
+        else:
+            path = fetch(SAFETENSORS_PATTERNS)
+            if not any(path.glob("*.safetensors")):
+                path = fetch(BIN_PATTERNS)
     except RevisionNotFoundError as exc:
         raise ModelLoadError(f"{where}: no such revision on the hub ({exc})") from exc
     except RepositoryNotFoundError as exc:
@@ -180,18 +212,44 @@ def resolve_checkpoint(
         raise ModelLoadError(f"{where}: {hint}") from exc
     except Exception as exc:  # noqa: BLE001 - network and validation errors of all kinds
         raise ModelLoadError(f"{where}: cannot fetch ({type(exc).__name__}: {exc})") from exc
-    if not (path / "config.json").is_file():
+    if files is not None:
+        _check_files(path, files, where)
+    elif not (path / "config.json").is_file():
         raise ModelLoadError(f"{where}: the snapshot has no config.json ({path})")
     return Checkpoint(path, path.name)
 
 
-def _local_revision(folder: Path) -> str:
-    """Cheap content identity of a local checkpoint: config + each weight file's size and edges."""
+def _check_files(folder: Path, files: tuple[str, ...], where: str) -> None:
+    """Every plain name of ``files`` exists in ``folder`` (glob patterns may match nothing)."""
+    missing = [f for f in files if not any(c in f for c in "*?[") and not (folder / f).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"{where}: the checkpoint lacks {', '.join(missing)} (in {folder}); this encoder "
+            f"needs {', '.join(files)}"
+        )
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")
+"""Files identified by size and edges in a local checkpoint's revision (read whole: the rest)."""
+
+
+def _local_revision(folder: Path, files: tuple[str, ...] | None = None) -> str:
+    """Cheap content identity of a local checkpoint: small files whole, weight files by size and edges."""
+    import fnmatch
+
     h = hashlib.sha256()
     for f in sorted(folder.iterdir()):
+        if not f.is_file():
+            continue
+        if files is not None:
+            if not any(fnmatch.fnmatch(f.name, pat) for pat in files):
+                continue
+            if f.suffix not in WEIGHT_SUFFIXES:
+                h.update(f.name.encode() + f.read_bytes())
+                continue
         if f.name in CONFIG_FILES:
             h.update(f.name.encode() + f.read_bytes())
-        elif f.suffix in (".safetensors", ".bin"):
+        elif f.suffix in WEIGHT_SUFFIXES:
             size = f.stat().st_size
             h.update(f"{f.name}:{size}".encode())
             with f.open("rb") as fh:
@@ -200,6 +258,45 @@ def _local_revision(folder: Path) -> str:
                     fh.seek(-(1 << 20), os.SEEK_END)
                     h.update(fh.read())
     return "sha256:" + h.hexdigest()[:16]
+
+
+def load_pickle(path: str | Path, allowed_globals: tuple[Any, ...] = ()) -> Any:
+    """``torch.load(weights_only=True)`` of a pickled checkpoint, allowing exactly ``allowed_globals``.
+
+    For checkpoints saved as whole pickles (not plain state dicts) that carry a few
+    non-tensor globals, e.g. numpy scalars: list each one. A file that needs any other
+    global is refused, naming it, and no code from the file runs.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelLoadError(
+            f"{path}: refused to load: the pickle needs a global that is not on this encoder's "
+            f"allowlist ({exc}). Only load files from a source you trust; if it is the model's "
+            "official file, the plugin's allowlist needs updating."
+        ) from exc
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise ModelLoadError(
+            f"{path}: cannot load ({type(exc).__name__}: {exc}). If the file is corrupt, delete it "
+            "from the Hugging Face cache and fetch it again."
+        ) from exc
+
+
+def conv_frames(kernels: "Sequence[int]", strides: "Sequence[int]") -> dict[str, Any]:
+    """``frame_rate``-free geometry of a stack of unpadded strided convolutions (wav2vec2-style
+    feature encoders): ``{"receptive_field": R}`` with ``F = (T - R) // prod(strides) + 1``."""
+    if len(kernels) != len(strides) or not kernels:
+        raise ModelLoadError(f"conv stack: {len(kernels)} kernels but {len(strides)} strides")
+    field, jump = int(kernels[0]), int(strides[0])
+    for k, s in zip(kernels[1:], strides[1:]):
+        field += (int(k) - 1) * jump
+        jump *= int(s)
+    return {"receptive_field": field}
 
 
 def resolve_device(device: str) -> str:
@@ -282,17 +379,42 @@ def load_into(model: "torch.nn.Module", state: Mapping[str, "torch.Tensor"], whe
     model.load_state_dict(state, strict=True)
 
 
+_BASE_PARAMS = ("model", "revision", "device", "dtype", "window_seconds", "hop_seconds", "cache_dir")
+
+
 class PretrainedEncoder(Encoder):
     """Base of encoders built from a pretrained checkpoint (repo id or folder).
 
-    Subclasses implement :meth:`build_module` (config dicts -> ``nn.Module``
-    mapping raw ``[B, T]`` waves to ``[L, B, F, D]``, weights loaded) and set the
-    geometry; this class does resolution, device/dtype, eval mode, inference
-    mode and the signature.
+    A model plugin declares only what is its own::
+
+        class MyEncoder(PretrainedEncoder):
+            name = "mine"
+            default_model = "org/my-model"      # the ``model`` default
+            window_seconds = 10.0               # the ``window_seconds`` default
+            params = {"normalize": None}        # extra constructor parameters + defaults
+            checkpoint_files = None             # or ("config.gin", "model.ckpt") for other layouts
+
+            def configure(self): ...            # optional: check the extra parameters
+            def geometry_from_config(self, checkpoint): return {"sample_rate": ..., ...}
+            def build_module(self, checkpoint): ...  # nn.Module [B, T] -> [L, B, F, D]
+
+    The constructor (and so gin and ``musicembed plugins -v``) then takes
+    ``model, revision, device, dtype, window_seconds, hop_seconds, cache_dir`` plus
+    the keys of :attr:`params`, with the class's defaults. This class does
+    checkpoint resolution, the geometry (read once from the checkpoint's config,
+    never from its weights), device/dtype, eval and inference mode, and the
+    signature (commit sha and dtype included).
     """
 
     default_model: ClassVar[str] = ""
     """Repo id used when ``model`` is not given."""
+    params: ClassVar[Mapping[str, Any]] = {}
+    """The plugin's own constructor parameters and their defaults (keyword-only)."""
+    checkpoint_files: ClassVar[tuple[str, ...] | None] = None
+    """Files (names or glob patterns) the checkpoint needs; ``None``: the transformers
+    layout (config.json, preprocessor_config.json and safetensors or .bin weights)."""
+    runtime_params: ClassVar[frozenset[str]] = Encoder.runtime_params | {"cache_dir"}
+    """Where the cache lives changes nothing in the vectors: not in the signature."""
 
     model: str
     revision: str | None
@@ -302,55 +424,97 @@ class PretrainedEncoder(Encoder):
 
     def __init__(
         self,
-        model: str = "",
+        model: str | None = None,
         revision: str | None = None,
         device: str = "cpu",
         dtype: str = "float32",
         window_seconds: float | None = None,
         hop_seconds: float | None = None,
         cache_dir: str | None = None,
+        **extra: Any,
     ) -> None:
+        unknown = sorted(set(extra) - set(self.params))
+        if unknown:
+            raise TypeError(
+                f"encoders.{self.name} got unexpected parameter(s) {', '.join(unknown)}; its "
+                f"parameters: {', '.join([*_BASE_PARAMS, *self.params])}"
+            )
         self.model = model or self.default_model
+        if not self.model:
+            raise ConfigError(f"encoders.{self.name}.model is required (a repo id or a folder)")
         self.revision = revision
         self.device = device
         self.dtype = check_dtype(dtype, f"{self.name}.dtype")
         self.cache_dir = cache_dir
-        if window_seconds is not None:
-            self.window_seconds = float(window_seconds)
+        self.window_seconds = float(type(self).window_seconds if window_seconds is None else window_seconds)
         self.hop_seconds = None if hop_seconds is None else float(hop_seconds)
         if self.window_seconds <= 0 or (self.hop_seconds is not None and self.hop_seconds <= 0):
             raise ConfigError(
                 f"encoders.{self.name}: window_seconds={window_seconds} and hop_seconds={hop_seconds} "
                 "must be positive"
             )
+        for key, default in self.params.items():
+            setattr(self, key, extra.get(key, default))
         self._checkpoint: Checkpoint | None = None
         self._module: Any = None
+        self.configure()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Give each subclass a constructor whose signature is the real one (base
+        # parameters with the subclass's defaults + its own params), so that gin
+        # and `musicembed plugins -v` see it without the plugin re-declaring it.
+        if "__init__" not in cls.__dict__:
+            cls.__init__ = _pretrained_init(cls)  # type: ignore[method-assign]
+        super().__init_subclass__(**kwargs)
 
     # -- what subclasses provide --------------------------------------------------
+
+    def configure(self) -> None:
+        """Check the plugin's own parameters (called at the end of the constructor)."""
 
     def build_module(self, checkpoint: Checkpoint) -> "torch.nn.Module":
         """Build the architecture from the checkpoint's config and load its weights."""
         raise NotImplementedError
 
     def geometry_from_config(self, checkpoint: Checkpoint) -> dict[str, Any]:
-        """sample_rate / frame_rate / num_layers / dim read from the checkpoint's files."""
+        """``sample_rate``, ``frame_rate``, ``num_layers``, ``dim`` (and optionally
+        ``min_seconds``, ``receptive_field``) read from the checkpoint's files."""
         raise NotImplementedError
 
     # -- shared machinery --------------------------------------------------------
 
     def checkpoint(self) -> Checkpoint:
-        """Resolve the checkpoint once (no weights are read) and adopt its geometry."""
+        """Resolve the checkpoint once (no weights are read)."""
         if self._checkpoint is None:
-            ckpt = resolve_checkpoint(self.model, self.revision, self.cache_dir)
-            for key, value in self.geometry_from_config(ckpt).items():
-                setattr(self, key, value)
-            self._checkpoint = ckpt
+            self._checkpoint = resolve_checkpoint(
+                self.model, self.revision, self.cache_dir, files=self.checkpoint_files
+            )
         return self._checkpoint
+
+    def resolve_geometry(self) -> "Geometry":
+        from .geometry import Geometry
+
+        found = dict(self.geometry_from_config(self.checkpoint()))
+        allowed = {"sample_rate", "frame_rate", "num_layers", "dim", "min_seconds", "receptive_field"}
+        odd = sorted(set(found) - allowed)
+        if odd:
+            raise TypeError(
+                f"encoders.{self.name}.geometry_from_config returned unknown keys {odd}; "
+                f"allowed: {sorted(allowed)}"
+            )
+        found.setdefault("min_seconds", type(self).min_seconds)
+        found.setdefault("receptive_field", type(self).receptive_field)
+        return Geometry(window_seconds=self.window_seconds, hop_seconds=self.hop_seconds, **found)
+
+    # The geometry is the checkpoint's: read-only views for convenience.
+    sample_rate = property(lambda self: self.geometry().sample_rate)  # type: ignore[assignment]
+    frame_rate = property(lambda self: self.geometry().frame_rate)  # type: ignore[assignment]
+    num_layers = property(lambda self: self.geometry().num_layers)  # type: ignore[assignment]
+    dim = property(lambda self: self.geometry().dim)  # type: ignore[assignment]
 
     def signature(self) -> dict[str, Any]:
         ckpt = self.checkpoint()
         sig = super().signature()
-        sig.pop("cache_dir", None)
         sig.pop("dtype", None)
         sig["weights"] = ckpt.revision
         sig["dtype"] = self.dtype  # reduced precision changes the vectors: part of the space
@@ -360,6 +524,7 @@ class PretrainedEncoder(Encoder):
         if self._module is not None:
             return
         ckpt = self.checkpoint()
+        self.geometry()  # a bad config fails before the weights are read
         device = resolve_device(self.device)
         module = self.build_module(ckpt)
         for sub in module.modules():  # never trade speed for memory at inference
@@ -386,6 +551,32 @@ class PretrainedEncoder(Encoder):
             if x.dim() != 2:
                 raise ValueError(f"{self.name}: expected waves [B, T], got shape {tuple(x.shape)}")
             return self._module(x).float()
+
+
+def _pretrained_init(cls: type) -> Any:
+    """A constructor for ``cls`` whose ``__signature__`` lists its real parameters."""
+    import inspect
+
+    P = inspect.Parameter
+    base = inspect.signature(PretrainedEncoder.__init__)
+    defaults = {"model": cls.default_model or None, "window_seconds": float(cls.window_seconds)}
+    parts = [
+        p.replace(default=defaults.get(p.name, p.default))
+        for p in base.parameters.values()
+        if p.kind != P.VAR_KEYWORD
+    ]
+    clash = sorted(set(cls.params) & set(_BASE_PARAMS))
+    if clash:
+        raise TypeError(f"{cls.__qualname__}.params redeclares base parameter(s) {clash}")
+    parts += [P(k, P.KEYWORD_ONLY, default=v) for k, v in cls.params.items()]
+
+    def __init__(self: PretrainedEncoder, *args: Any, **kwargs: Any) -> None:
+        PretrainedEncoder.__init__(self, *args, **kwargs)
+
+    __init__.__signature__ = base.replace(parameters=parts)  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__doc__ = cls.__init__.__doc__
+    return __init__
 
 
 def hidden_states_module(model: "torch.nn.Module", normalize: bool) -> "torch.nn.Module":

@@ -28,6 +28,7 @@ import numpy as np
 from .chain import EnricherChain
 from .components import Encoder
 from .errors import AudioDecodeError
+from .geometry import Geometry
 from .runconfig import EmbeddingSpec
 from .space import EmbeddingSpace
 
@@ -44,6 +45,7 @@ class PreparedEmbedding:
     spec: EmbeddingSpec
     chain: EnricherChain
     space: EmbeddingSpace
+    geometry: Geometry
     keep_frames: bool = False
 
     @property
@@ -56,17 +58,16 @@ class PreparedEmbedding:
 
     @classmethod
     def build(cls, spec: EmbeddingSpec) -> "PreparedEmbedding":
-        # signature() first: pretrained encoders learn their geometry from the checkpoint there.
-        encoder_sig = spec.encoder.signature()
+        geometry = spec.encoder.geometry()  # resolved once (a checkpoint's config, no weights)
         chain = EnricherChain(spec.enrichers)
-        dim = chain.output_dim(spec.encoder.num_layers, spec.encoder.dim)
+        dim = chain.output_dim(geometry)
         space = EmbeddingSpace(
-            encoder=encoder_sig,
+            encoder=spec.encoder.signature(),
             enrichers=tuple(chain.signature()),
             dim=dim,
             name=spec.name,
         )
-        return cls(spec=spec, chain=chain, space=space)
+        return cls(spec=spec, chain=chain, space=space, geometry=geometry)
 
 
 # --------------------------------------------------------------------------- jobs/results
@@ -145,12 +146,16 @@ class HashCache:
 
 
 class _Chunker:
-    """Cuts a stream at one rate into windows of ``window`` samples every ``hop``."""
+    """Cuts a stream at the geometry's rate into windows of ``window_samples`` every ``hop_samples``."""
 
     def __init__(self, window: int, hop: int, min_len: int) -> None:
         self.window, self.hop, self.min_len = window, hop, max(1, min_len)
         self.buf = np.zeros(0, dtype=np.float32)
         self.emitted = 0
+
+    @classmethod
+    def of(cls, geometry: Geometry) -> "_Chunker":
+        return cls(geometry.window_samples, geometry.hop_samples, geometry.min_samples)
 
     def push(self, block: np.ndarray) -> Iterator[np.ndarray]:
         if block.size:
@@ -227,16 +232,8 @@ class Embedder:
         self.hash_cache = hash_cache or HashCache(None)
         self.known = list(known) if known is not None else [{} for _ in self.embeddings]
         self.queue_chunks = queue_chunks or max(4, 2 * batch_size * len(self.embeddings))
-        self.rates = sorted({p.encoder.sample_rate for p in self.embeddings})
-        self.geometry = []
-        for p in self.embeddings:
-            enc = p.encoder
-            window = max(1, int(round(enc.window_seconds * enc.sample_rate)))
-            hop = int(round((enc.hop_seconds or enc.window_seconds) * enc.sample_rate))
-            hop = min(max(1, hop), window)
-            min_len = int(math.ceil(enc.min_seconds * enc.sample_rate))
-            overlap_frames = int(round((window - hop) / enc.sample_rate * enc.frame_rate))
-            self.geometry.append((window, hop, min_len, overlap_frames))
+        self.geometry = [p.geometry for p in self.embeddings]
+        self.rates = sorted({g.sample_rate for g in self.geometry})
         self.batches_run = 0
 
     def load(self) -> None:
@@ -257,8 +254,7 @@ class Embedder:
                 return
             info, blocks = stream_resampled(job.path, self.rates)
             chunkers = [
-                _Chunker(w, h, m) if track.needed[e] else None
-                for e, (w, h, m, _) in enumerate(self.geometry)
+                _Chunker.of(g) if track.needed[e] else None for e, g in enumerate(self.geometry)
             ]
             counts = [0] * len(self.embeddings)
             decoded_samples = 0
@@ -268,7 +264,7 @@ class Embedder:
                 for e, ch in enumerate(chunkers):
                     if ch is None:
                         continue
-                    for chunk in ch.push(block[self.embeddings[e].encoder.sample_rate]):
+                    for chunk in ch.push(block[self.geometry[e].sample_rate]):
                         out.put(("chunk", track, e, counts[e], chunk))
                         counts[e] += 1
                 if track.failed:
@@ -332,7 +328,7 @@ class Embedder:
             return [it[0] for it in live]
         self.batches_run += 1
         touched = []
-        overlap = self.geometry[e][3]
+        overlap = self.geometry[e].overlap_frames
         for b, (track, idx, _) in enumerate(live):
             frames = prep.chain.frames(out[:, b])
             if idx > 0 and overlap:
@@ -425,7 +421,7 @@ class Embedder:
                     _, track, e, idx, chunk = item
                     if track.failed:
                         continue
-                    if chunk.size != self.geometry[e][0]:
+                    if chunk.size != self.geometry[e].window_samples:
                         # A tail or short track: its own batch (never mix lengths).
                         yield from run(e, [(track, idx, chunk)])
                         continue

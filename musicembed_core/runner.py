@@ -10,6 +10,7 @@ refused before anything is written.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .atomic import atomic_write_text
-from .components import Exporter, Record, Sink
+from .components import Exporter, Record, Sink, check_projector
 from .errors import ConfigError, MusicembedError
 from .pipeline import Embedder, HashCache, PreparedEmbedding, Result, jobs_for
 from .runconfig import RunConfig
@@ -76,7 +77,8 @@ class _Outputs:
     exporters: list[Exporter]
     sinks: list[Sink]
     paths: list[str]
-    pending: list[tuple[list[str], list[Any], list[dict]]]
+    pending: list[list[Record]]
+    """Per sink: records waiting for the next ``upsert`` (flushed every SINK_FLUSH)."""
 
 
 def open_outputs(
@@ -101,7 +103,7 @@ def open_outputs(
                 sink, collection = open_sink(template, output_dir, p)
                 outs.sinks.append(sink)
                 outs.paths.append(f"{sink.name}:{collection}")
-                outs.pending.append(([], [], []))
+                outs.pending.append([])
     except BaseException:
         close_outputs(opened)
         raise
@@ -111,12 +113,16 @@ def open_outputs(
 SINK_LOCATION_ATTRS = ("path", "uri")
 
 
-def open_sink(template: Sink, output_dir: Path, p: PreparedEmbedding) -> tuple[Sink, str]:
+def open_sink(
+    template: Sink, output_dir: Path, p: PreparedEmbedding, *, readonly: bool = False
+) -> tuple[Sink, str]:
     """A fresh copy of a configured sink, opened on embedding ``p``'s space.
 
     ``{output_dir}`` and ``{embedding}`` in the sink's ``path``/``uri`` are filled
     in, so a local index can live beside the run's other outputs. The collection
     is the sink's ``collection`` parameter, else the embedding's name.
+    ``readonly`` (``musicembed search``) creates nothing: no folder here, and the
+    sink raises :class:`~musicembed_core.errors.SinkNotFoundError` for a missing store.
     """
     sink = copy.deepcopy(template)
     for attr in SINK_LOCATION_ATTRS:
@@ -130,10 +136,10 @@ def open_sink(template: Sink, output_dir: Path, p: PreparedEmbedding) -> tuple[S
                     f"can be filled in ({exc})"
                 ) from exc
             setattr(sink, attr, filled)
-            if attr == "path" or "://" not in filled:
+            if not readonly and (attr == "path" or "://" not in filled):
                 Path(filled).parent.mkdir(parents=True, exist_ok=True)
     collection = getattr(sink, "collection", None) or p.name
-    sink.open(collection, p.space.dim, getattr(sink, "metric", "cosine"), p.space)
+    sink.open(collection, p.space, readonly=readonly)
     return sink, collection
 
 
@@ -156,12 +162,10 @@ def close_outputs(opened: Sequence[_Outputs]) -> None:
 
 
 def _flush_sink(outs: _Outputs, i: int, force: bool = False) -> None:
-    import numpy as np
-
-    ids, vecs, metas = outs.pending[i]
-    if ids and (force or len(ids) >= SINK_FLUSH):
-        outs.sinks[i].upsert(list(ids), np.stack(vecs), list(metas))
-        ids.clear(), vecs.clear(), metas.clear()
+    pending = outs.pending[i]
+    if pending and (force or len(pending) >= SINK_FLUSH):
+        outs.sinks[i].upsert(list(pending))
+        pending.clear()
 
 
 def known_everywhere(outs: _Outputs) -> Mapping[str, str]:
@@ -267,6 +271,9 @@ def execute(
     jobs = jobs_for(cfg.source, cfg.limit)
     summary.files_total = len(jobs)
     prepared = [PreparedEmbedding.build(s) for s in cfg.embeddings]
+    for p in prepared:  # a projector bound to the wrong space is refused before any work
+        if p.spec.projector is not None:
+            check_projector(p.spec.projector, p.space)
     with OutputLock(output_dir):
         return _execute_locked(
             cfg, jobs, prepared, output_dir, summary, started, console, show_progress,
@@ -393,12 +400,11 @@ def _handle(
         outs = opened[e]
         for exp in outs.exporters:
             exp.write([rec])
-        for i in range(len(outs.sinks)):
-            ids, vecs, metas = outs.pending[i]
-            ids.append(rec.id)
-            vecs.append(rec.vector)
-            metas.append({**rec.metadata, "content_hash": rec.content_hash})
-            _flush_sink(outs, i)
+        if outs.sinks:
+            queued = dataclasses.replace(rec, frames=None)  # sinks store vectors, not frames
+            for i in range(len(outs.sinks)):
+                outs.pending[i].append(queued)
+                _flush_sink(outs, i)
     summary.files_ok += 1
     summary.audio_seconds += res.seconds
 

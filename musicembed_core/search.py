@@ -3,8 +3,9 @@
 The query takes exactly the indexing path: an audio query is decoded, resampled,
 chunked, encoded and enriched by the same :class:`~musicembed_core.pipeline.Embedder`
 as the library was, so its vector lives in the same space as the stored ones.
-The sink is opened with the run's embedding space, so a sink written by another
-space (other model, weights, window or enricher chain) is refused.
+The sink is opened read-only with the run's embedding space: a sink written by
+another space (other model, weights, window or enricher chain) is refused, and
+searching before any run creates nothing (the sink says to run first).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .components import Hit, Sink
+from .components import Hit, Sink, check_projector
 from .errors import ConfigError, MusicembedError
 from .pipeline import PreparedEmbedding, embed_paths
 from .runconfig import RunConfig
@@ -103,15 +104,10 @@ def query_vector(prep: PreparedEmbedding, sink: Sink, query: Query) -> Any:
         raise ConfigError(
             f"--text needs a text projector into embedding {prep.name!r} (space {prep.space.hash}, "
             f"encoder {prep.encoder.name!r}): bind embedding.projector = @projectors.NAME() with a "
-            f"projector whose target space is {prep.space.hash} (`musicembed plugins` lists the "
+            f"projector made for this encoder and enricher chain (`musicembed plugins` lists the "
             f"installed projectors)"
         )
-    if projector.target_space != prep.space.hash:
-        raise ConfigError(
-            f"projector {projector.name!r} maps text into space {projector.target_space!r}, but "
-            f"embedding {prep.name!r} is space {prep.space.hash}: use a projector trained for this "
-            f"encoder and enricher chain"
-        )
+    check_projector(projector, prep.space)
     projector.load()
     vec = np.asarray(projector.embed_text([query.text]), dtype=np.float32)
     if vec.shape != (1, prep.space.dim):
@@ -133,14 +129,11 @@ def search(
     if query.k < 1:
         raise ConfigError(f"-k {query.k}: must be at least 1")
     if not cfg.sinks:
-        raise ConfigError(
-            "the run configures no sink to search: add one, e.g. --gin_file gin/sinks/faiss.gin "
-            "(then index with `musicembed run` first)"
-        )
+        raise ConfigError(no_sink_hint())
     spec = _pick(cfg.embeddings, embedding, "embedding", "--embedding")
     template = _pick(cfg.sinks, sink_name, "sink", "--sink")
     prep = PreparedEmbedding.build(spec)
-    sink, collection = open_sink(template, Path(cfg.output_dir), prep)
+    sink, collection = open_sink(template, Path(cfg.output_dir), prep, readonly=True)
     try:
         if sink.count() == 0:
             raise MusicembedError(
@@ -161,6 +154,34 @@ def search(
         collection=collection,
         space_hash=prep.space.hash,
         hits=list(hits),
+    )
+
+
+PREFERRED_SINKS = ("faiss", "milvus")
+"""Suggested first when installed: both need no server and no parameter."""
+
+
+def no_sink_hint() -> str:
+    """What to do when the run has no sink: a binding that adds an installed one, then run first."""
+    from .plugins import get_manager
+
+    installed = get_manager().names("sinks")
+    if not installed:
+        return (
+            "the run configures no sink to search (run.sinks), and no sink plugin is installed: "
+            "install one from the musicembed repository, e.g. `pip install ./plugins/faiss`, then "
+            "add it to the run with --gin_param 'run.sinks=[@sinks.faiss()]', index with "
+            "`musicembed run` and search with the same options"
+        )
+    name = next((n for n in PREFERRED_SINKS if n in installed), installed[0])
+    binding = f"--gin_param 'run.sinks=[@sinks.{name}()]'"
+    example = " (or use a run file that sets run.sinks, e.g. runs/quickstart_faiss.gin)" if name == "faiss" else ""
+    return (
+        f"the run configures no sink to search (run.sinks is empty). Add one to the same "
+        f"--gin_file/--gin_param options{example}, index with it, then search with it:\n"
+        f"  musicembed run ... {binding}\n"
+        f"  musicembed search ... {binding} --audio FILE\n"
+        f"Installed sinks: {', '.join(installed)} (`musicembed plugins` lists them)."
     )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from musicembed_core import Geometry
 from musicembed_core.builtins import enrichers as E
 from musicembed_core.chain import EnricherChain, TrackState, enrich_whole
 from musicembed_core.components import Enricher
@@ -300,7 +301,7 @@ def mert_chain() -> EnricherChain:
 
 def test_mert_330m_shape() -> None:
     chain = mert_chain()
-    assert chain.output_dim(25, 1024) == 76_800
+    assert chain.output_dim(Geometry(16000, 50.0, 25, 1024, 10.0)) == 76_800
     x = torch.randn(25, 6, 1024)
     v = enrich_whole(chain, x)
     assert v.shape == (76_800,) and v.dtype == torch.float32
@@ -325,7 +326,7 @@ def test_chain_streaming_with_layer_prefix_equals_whole() -> None:
     x = stack(L=6, F=40, D=4)
     whole = enrich_whole(chain, x)
     assert whole.shape == (2 * 6 * 4,)
-    assert chain.output_dim(6, 4) == 48
+    assert chain.output_dim(Geometry(16000, 50.0, 6, 4, 10.0)) == 48
     rng = np.random.default_rng(1)
     for blocks in [[(i, i + 1) for i in range(40)], random_blocks(40, rng), random_blocks(40, rng)]:
         state = chain.start()
@@ -395,10 +396,10 @@ def test_chain_rejects_unknown_stage() -> None:
 def test_output_dim_requires_vector() -> None:
     chain = EnricherChain([E.StatsEnricher(["mean", "max"]), E.L2NormalizeEnricher()])
     with pytest.raises(ConfigError, match=r"chain output has shape \(4, 6\).*enrichers.flatten"):
-        chain.output_dim(4, 3)
-    assert EnricherChain([E.LayersEnricher([-1]), E.MeanEnricher(), E.FlattenEnricher()]).output_dim(13, 768) == 768
+        chain.output_dim(Geometry(16000, 50.0, 4, 3, 10.0))
+    assert EnricherChain([E.LayersEnricher([-1]), E.MeanEnricher(), E.FlattenEnricher()]).output_dim(Geometry(16000, 50.0, 13, 768, 10.0)) == 768
     with pytest.raises(ConfigError, match="L=12"):
-        EnricherChain([E.LayersEnricher([20]), E.MeanEnricher(), E.FlattenEnricher()]).output_dim(12, 8)
+        EnricherChain([E.LayersEnricher([20]), E.MeanEnricher(), E.FlattenEnricher()]).output_dim(Geometry(16000, 50.0, 12, 8, 10.0))
 
 
 def test_chain_signature_is_json() -> None:

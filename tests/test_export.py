@@ -20,13 +20,13 @@ from musicembed_core import Encoder, Enricher, Pooling, __version__, hookimpl
 from musicembed_core.audio import load_audio
 from musicembed_core.builtins import enricher_ops as ops
 from musicembed_core.builtins import enrichers as E
-from musicembed_core.builtins.exported_model import chunk_spans, repeat_to
+from musicembed_core.export.model import chunk_spans, repeat_to
 from musicembed_core.builtins.hdf5 import read_hdf5
 from musicembed_core.builtins.logmel import LogMelEncoder
-from musicembed_core.builtins.torchscript_export import ExportError, TorchScriptExporter
+from musicembed_core.export.torchscript import ExportError, TorchScriptExporter
 from musicembed_core.errors import ConfigError, UnknownComponentError
 from musicembed_core.examples import synth_clip, write_audio
-from musicembed_core.export_target import export_model, resolve
+from musicembed_core.export.target import export_model, resolve
 from musicembed_core.pipeline import PreparedEmbedding, _Chunker, embed_paths
 from musicembed_core.runconfig import EmbeddingSpec
 from musicembed_core.testing import REPO, run_cli
@@ -311,7 +311,7 @@ def test_a_traced_encoder_that_bakes_the_input_length_is_refused(tmp_path):
 
 
 def test_gradient_checkpointing_and_gradients_are_off_in_the_exported_encoder():
-    from musicembed_core.builtins.torchscript_export import prepare_encoder_module
+    from musicembed_core.export.torchscript import prepare_encoder_module
 
     enc = _ModuleEncoder()
     enc._module.block = torch.nn.Linear(2, 2)

@@ -18,7 +18,7 @@ import torch
 from musicembed_core.audio import load_audio
 from musicembed_core.builtins import enrichers as E
 from musicembed_core.builtins.logmel import LogMelEncoder
-from musicembed_core.builtins.torchscript_export import TorchScriptExporter
+from musicembed_core.export.torchscript import TorchScriptExporter
 from musicembed_core.examples import synth_clip, write_audio
 from musicembed_core.pipeline import PreparedEmbedding, embed_paths
 from musicembed_core.runconfig import EmbeddingSpec

@@ -4,15 +4,17 @@ FAISS sink, then query by audio file, by stored id and by text."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 
 import pytest
 
-from musicembed_core.testing import REPO, make_fake_dist, run_cli
+from musicembed_core.testing import make_fake_dist, run_cli
 
 pytest.importorskip("musicembed_faiss", reason="the musicembed-faiss plugin is not installed")
 
-RUN_GIN = str(REPO / "gin" / "runs" / "quickstart_faiss.gin")
+RUN_GIN = "runs/quickstart_faiss.gin"  # shipped by musicembed-faiss, found by name
 
 
 def _params(source, out, *extra):
@@ -149,14 +151,36 @@ def test_exactly_one_query(indexed):
     assert proc.returncode == 2 and "exactly one of --audio" in proc.stderr
 
 
-def test_empty_sink_says_index_first(tmp_path, example_dir):
-    proc = run_cli("search", "--gin_file", RUN_GIN, *_params(example_dir, tmp_path / "empty"),
+def test_search_before_any_run_creates_nothing(tmp_path, example_dir):
+    """The sink is opened read-only: no output folder, no faiss folder, a clear error."""
+    out = tmp_path / "never-run"
+    proc = run_cli("search", "--gin_file", RUN_GIN, *_params(example_dir, out),
                    "--audio", str(example_dir / "c.ogg"), check=False)
-    assert proc.returncode == 2 and "is empty" in proc.stderr and "musicembed run" in proc.stderr
+    assert proc.returncode == 2
+    assert "does not exist yet" in proc.stderr and "musicembed run" in proc.stderr
+    assert not out.exists()
+    out.mkdir()  # an output folder without the sink's files: still nothing created in it
+    proc = run_cli("search", "--gin_file", RUN_GIN, *_params(example_dir, out),
+                   "--id", "c.ogg", check=False)
+    assert proc.returncode == 2 and "logmel.faiss" in proc.stderr
+    assert list(out.iterdir()) == []
 
 
-def test_run_without_sink(tmp_path, example_dir):
-    proc = run_cli("search", "--gin_file", str(REPO / "gin" / "runs" / "quickstart.gin"),
-                   *_params(example_dir, tmp_path / "x"), "--audio", str(example_dir / "c.ogg"),
-                   check=False)
+def test_run_without_sink_suggests_a_binding_that_works(tmp_path, example_dir):
+    """Follow the hint literally: the run gains a sink, and the search then works."""
+    quickstart = "runs/quickstart.gin"
+    out = tmp_path / "x"
+    proc = run_cli("search", "--gin_file", quickstart, *_params(example_dir, out),
+                   "--audio", str(example_dir / "c.ogg"), check=False)
     assert proc.returncode == 2 and "no sink" in proc.stderr
+    assert "gin/sinks/faiss.gin" not in proc.stderr  # the old hint: a file that sets no run.sinks
+    run_line = next(line for line in proc.stderr.splitlines() if "musicembed run ..." in line)
+    hint = shlex.split(run_line.split("...", 1)[1])
+    assert hint == ["--gin_param", "run.sinks=[@sinks.faiss()]"]
+    assert re.search(r"runs/quickstart_faiss\.gin", proc.stderr)
+    summary = json.loads(run_cli("run", "--gin_file", quickstart, *_params(example_dir, out), *hint,
+                                 "--no-progress", "--json").stdout)
+    assert summary["files_ok"] >= 6
+    res = json.loads(run_cli("search", "--gin_file", quickstart, *_params(example_dir, out), *hint,
+                             "--audio", str(example_dir / "c.ogg"), "--json").stdout)
+    assert res["hits"][0]["id"] == "c.ogg"

@@ -27,7 +27,7 @@ def register_enrichers(register: Register) -> None:
 def register_exporters(register: Register) -> None:
     from .hdf5 import Hdf5Exporter
     from .safetensors_export import SafetensorsExporter
-    from .torchscript_export import TorchScriptExporter
+    from ..export.torchscript import TorchScriptExporter
 
     register(Hdf5Exporter)
     register(SafetensorsExporter)

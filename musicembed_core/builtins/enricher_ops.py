@@ -2,7 +2,7 @@
 
 Why: there is one implementation of each statistic. The streaming pipeline
 (:mod:`musicembed_core.builtins.enrichers`) calls these functions eagerly, block
-by block; the model exporter (:mod:`musicembed_core.builtins.torchscript_export`)
+by block; the model exporter (:mod:`musicembed_core.export.torchscript`)
 scripts them, through the small ``nn.Module`` wrappers at the end of this file,
 into a TorchScript file that LibTorch runs without Python. A vector computed by
 ``musicembed run`` and one computed by the exported model therefore come from

@@ -6,6 +6,8 @@ imports it just to list what it provides.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from musicembed_core import hookimpl
 
 from .errors import (
@@ -28,3 +30,8 @@ __all__ = [
 @hookimpl
 def register_sinks(register):
     register(FaissSink)
+
+
+@hookimpl
+def register_gin_folders(register):
+    register(Path(__file__).parent / "gin")

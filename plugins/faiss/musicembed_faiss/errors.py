@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from musicembed_core.errors import MusicembedError
+from musicembed_core.errors import FilterError, MusicembedError
+
+__all__ = ["CorruptCollectionError", "DimensionMismatchError", "FaissSinkError", "FilterError"]
 
 
 class FaissSinkError(MusicembedError):
@@ -15,7 +17,3 @@ class DimensionMismatchError(FaissSinkError, ValueError):
 
 class CorruptCollectionError(FaissSinkError):
     """A snapshot file that fails its format or checksum checks."""
-
-
-class FilterError(FaissSinkError, ValueError):
-    """A search filter that cannot be parsed or evaluated."""

@@ -19,6 +19,7 @@ this module just to list the sink.
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import re
@@ -26,8 +27,20 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from musicembed_core import Hit, Sink
-from musicembed_core.components import constructor_params
+from musicembed_core import (
+    METRICS,
+    Hit,
+    Record,
+    Sink,
+    check_stored_space,
+    exact_rerank,
+    exact_search,
+    parse_filter,
+    sink_not_found,
+    space_record,
+    stack_records,
+    unit_rows,
+)
 
 from .errors import DimensionMismatchError, FaissSinkError
 
@@ -38,7 +51,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("musicembed.faiss")
 
-METRICS = ("cosine", "ip", "l2")
 _COLLECTION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _POINTS_PER_CENTROID = 39
 """FAISS warns below 39 training points per k-means centroid."""
@@ -122,6 +134,7 @@ class FaissSink(Sink):
         self.num_threads = num_threads
         self.seed = seed
         self._opened = False
+        self._readonly = False
         self._reset()
 
     # ------------------------------------------------------------------ state
@@ -157,16 +170,26 @@ class FaissSink(Sink):
         """A fresh, unopened sink with the same configuration (the runner copies templates)."""
         if self._opened:
             raise FaissSinkError("an open sinks.faiss cannot be copied; copy it before open()")
-        return type(self)(**{k: copy.deepcopy(getattr(self, k), memo) for k, _ in constructor_params(type(self))})
+        params = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return type(self)(**{k: copy.deepcopy(getattr(self, k), memo) for k in params})
 
     def _check_open(self) -> None:
         if not self._opened:
-            raise FaissSinkError("sinks.faiss is not open: call open(collection, dim, metric, space) first")
+            raise FaissSinkError("sinks.faiss is not open: call open(collection, space) first")
+
+    def _where(self) -> str:
+        return f"sinks.faiss collection {self._collection!r} ({self._snap_path})"
 
     # ------------------------------------------------------------------ open / close
 
-    def open(self, collection: str, dim: int, metric: str, space: EmbeddingSpace | None) -> None:
-        """Open (or create on first write) ``<path>/<collection>.faiss`` for vectors of ``space``."""
+    def open(self, collection: str, space: EmbeddingSpace | None, *, readonly: bool = False) -> None:
+        """Open ``<path>/<collection>.faiss`` for vectors of ``space`` (created on the first write).
+
+        ``readonly=True`` creates nothing and takes no lock; a missing collection
+        raises :class:`~musicembed_core.errors.SinkNotFoundError`. Only a
+        read-only open may pass ``space=None``: it reads whatever space is stored,
+        with no identity check.
+        """
         import faiss
 
         if self._opened:
@@ -177,23 +200,33 @@ class FaissSink(Sink):
                 f"sinks.faiss: collection name {name!r} cannot be used as a file name; set "
                 "sinks.faiss.collection to letters, digits, '_', '-' or '.'"
             )
-        metric = str(metric or self.metric).lower()
+        metric = str(self.metric).lower()
         if metric not in METRICS:
             raise FaissSinkError(f"sinks.faiss: metric must be one of {', '.join(METRICS)}, got {metric!r}")
-        dim = int(dim)
-        if dim < 1:
-            raise DimensionMismatchError(f"sinks.faiss collection {name!r}: dim must be >= 1, got {dim}")
-        if space is not None and int(space.dim) != dim:
-            raise DimensionMismatchError(
-                f"sinks.faiss collection {name!r}: opened with dim {dim} but its embedding space "
-                f"{space.hash} has dim {space.dim}"
-            )
         root = self._resolve_path()
-        self._collection, self._dim, self._metric_used, self._space = name, dim, metric, space
+        self._collection, self._metric_used, self._space = name, metric, space
         self._dir = root
         self._snap_path = os.path.join(root, f"{name}.faiss")
         self._wal_path = self._snap_path + ".wal"
         self._lock_path = self._snap_path + ".lock"
+        if readonly and not os.path.isfile(self._snap_path):
+            raise sink_not_found(f"{self._where()}")
+        if space is None:
+            if not readonly:
+                raise FaissSinkError(
+                    f"{self._where()}: opening for writing needs the embedding space of the vectors "
+                    "(open(collection, space)); only open(collection, None, readonly=True) reads "
+                    "whatever is stored"
+                )
+            from .storage import read_header
+
+            dim = int(read_header(self._snap_path)["dim"])
+        else:
+            dim = int(space.dim)
+        if dim < 1:
+            raise DimensionMismatchError(f"sinks.faiss collection {name!r}: dim must be >= 1, got {dim}")
+        self._dim = dim
+        self._readonly = bool(readonly)
         if self.num_threads:
             faiss.omp_set_num_threads(int(self.num_threads))
         self._load()
@@ -234,6 +267,7 @@ class FaissSink(Sink):
             self._release_lock()
             self._reset()
             self._opened = False
+            self._readonly = False
 
     @staticmethod
     def _wal_header_size() -> int:
@@ -250,7 +284,9 @@ class FaissSink(Sink):
         self._reset_data()
         metric = self._metric_used
         if not os.path.exists(self._snap_path):
-            self._space_json = self._space.to_json() if self._space is not None else None
+            if self._readonly:  # removed since open() looked
+                raise sink_not_found(self._where())
+            self._space_json = space_record(self._space) if self._space is not None else None
             self._grow(1024)
             self._set_index(self._new_index())
             self._snap_sig = None
@@ -265,7 +301,7 @@ class FaissSink(Sink):
                 "sinks.faiss.collection or path, or delete the collection's files to rebuild it."
             )
         if self._space is not None:
-            self._space.check_same(header["space"], where=self._snap_path)
+            check_stored_space(header.get("space"), self._space, where=self._snap_path)
         snap = storage.read_snapshot(self._snap_path)
         self._space_json = header["space"]
         self._generation = int(header["generation"])
@@ -383,9 +419,11 @@ class FaissSink(Sink):
 
     def _prep(self, x: np.ndarray) -> np.ndarray:
         """Vectors as the index sees them (unit length for cosine)."""
-        from .exact import prepare_queries
+        import numpy as np
 
-        return prepare_queries(x, self._metric_used)
+        if self._metric_used == "cosine":
+            return unit_rows(x)
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     def _build_index(self, retrain: bool) -> None:
         """(Re)fill the index from the raw vectors, training it first when possible."""
@@ -560,6 +598,11 @@ class FaissSink(Sink):
 
         if self._journal is not None:
             return
+        if self._readonly:
+            raise FaissSinkError(
+                f"{self._where()} was opened read-only (open(..., readonly=True)); open it "
+                "without readonly to write"
+            )
         if self._space_json is None:
             raise FaissSinkError(
                 f"sinks.faiss collection {self._collection!r} does not exist yet and was opened without "
@@ -690,31 +733,20 @@ class FaissSink(Sink):
             )
         return np.ascontiguousarray(arr)
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[dict] | None = None) -> None:
-        """Insert or replace; durable (journaled + fsynced) when it returns. Last duplicate id wins."""
-        import numpy as np
+    def upsert(self, records: Sequence[Record]) -> None:
+        """Insert or replace by id; durable (journaled + fsynced) when it returns. Last duplicate id wins.
 
+        The record's ``content_hash`` is stored with its metadata (``known()``, and
+        ``Hit.metadata["content_hash"]``).
+        """
         from .storage import encode_upsert, normalise_metadata
 
         self._check_open()
-        ids = list(ids)
-        if not ids:
+        batch = stack_records(records, self._dim, where=f"sinks.faiss collection {self._collection!r}")
+        if not len(batch):
             return
-        for tid in ids:
-            if not isinstance(tid, str):
-                raise TypeError(f"sinks.faiss: ids must be str, got {type(tid).__name__} {tid!r}")
-        vecs = self._vectors_arg(vectors, len(ids), "upsert(vectors)")
-        metas = [dict(m or {}) for m in metadata] if metadata is not None else [{} for _ in ids]
-        if len(metas) != len(ids):
-            raise ValueError(f"sinks.faiss.upsert: {len(ids)} ids but {len(metas)} metadata dicts")
-        finite = np.isfinite(vecs).all(axis=1)
-        if not finite.all():
-            bad = ids[int(np.argmin(finite))]
-            raise ValueError(f"sinks.faiss collection {self._collection!r}: vector of {bad!r} contains NaN or inf")
-        last = {tid: i for i, tid in enumerate(ids)}
-        if len(last) != len(ids):
-            keep = sorted(last.values())
-            ids, vecs, metas = [ids[i] for i in keep], vecs[keep], [metas[i] for i in keep]
+        ids, vecs = batch.ids, batch.vectors
+        metas = [{**md, "content_hash": h} for md, h in zip(batch.metadata, batch.content_hashes)]
         self._ensure_writable()
         blob, stored_meta = normalise_metadata(metas)
         self._journal.append(encode_upsert(ids, blob, vecs))
@@ -744,34 +776,26 @@ class FaissSink(Sink):
         """
         import numpy as np
 
-        from .exact import order, prepare_queries, rescore, topk_rows
-        from .filters import check_fields, parse_filter
-
         self._check_open()
         q = self._vectors_arg(vectors, None, "the query")
         if int(k) < 1:
             raise ValueError(f"sinks.faiss.search: k must be >= 1, got {k!r}")
         k = int(k)
-        parsed = parse_filter(filter) if filter is not None else None
+        flt = parse_filter(filter) if filter is not None else None
         if self._n == 0 or q.shape[0] == 0:
             return [[] for _ in range(q.shape[0])]
-        qp = prepare_queries(q, self._metric_used)
+        qp = self._prep(q)
         store = self._vecs[: self._n]
-        if parsed is not None:
-            check_fields(parsed, self._fields(), where=f"collection {self._collection!r}")
-            rows = np.fromiter(
-                (r for r in range(self._n) if parsed(self._ids[r], self._meta[r])), dtype=np.int64
-            )
-            if rows.size == 0:
-                return [[] for _ in range(q.shape[0])]
-            cand = topk_rows(qp, store, rows, k, self._metric_used)
-        elif not self._ready:
+        metric = self._metric_used
+        if flt is not None:
+            flt.check_fields(self._fields(), where=f"collection {self._collection!r}")
+            mask = np.fromiter((flt(md, tid) for tid, md in zip(self._ids, self._meta)),
+                               dtype=bool, count=self._n)
+            return exact_search(store, self._ids, qp, k, metric, mask=mask, metadata=self._meta)
+        if not self._ready:
             self._warn_untrained()
-            cand = topk_rows(qp, store, None, k, self._metric_used)
-        else:
-            cand = self._ann(qp, k)
-        ranked = order(rescore(qp, store, cand, self._metric_used), cand, k, self._metric_used)
-        return [[Hit(self._ids[r], s, dict(self._meta[r])) for r, s in hits] for hits in ranked]
+            return exact_search(store, self._ids, qp, k, metric, metadata=self._meta)
+        return exact_rerank(store, self._ids, qp, self._ann(qp, k), k, metric, metadata=self._meta)
 
     def _ann(self, qp: np.ndarray, k: int) -> np.ndarray:
         import faiss

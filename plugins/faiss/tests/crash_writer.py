@@ -52,9 +52,11 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from musicembed_faiss import FaissSink
 
+    from musicembed_core import Record
+
     folder, index, first = sys.argv[1], sys.argv[2], int(sys.argv[3])
     sink = FaissSink(path=folder, index=index, checkpoint_mb=0.02)
-    sink.open("crash", DIM, "cosine", space())
+    sink.open("crash", space())
     print("OPEN", flush=True)
     j = first
     while True:
@@ -62,7 +64,7 @@ def main() -> None:
         if kind == "delete":
             sink.delete(ids)
         else:
-            sink.upsert(ids, vecs, [{"content_hash": f"h{j}", "op": j} for _ in ids])
+            sink.upsert([Record(tid, v, f"h{j}", {"op": j}) for tid, v in zip(ids, vecs)])
         print(f"ACK {j}", flush=True)
         j += 1
 

@@ -54,7 +54,7 @@ def _run_and_kill(folder: Path, index: str, first: int, acks_before_kill: int) -
 
 def _stored(folder: Path, index: str) -> tuple[FaissSink, dict[str, np.ndarray]]:
     sink = FaissSink(path=str(folder), index=index)
-    sink.open("crash", crash_writer.DIM, "cosine", crash_writer.space())
+    sink.open("crash", crash_writer.space(), readonly=True)
     ids = list(sink.known())
     return sink, sink.fetch(ids)
 
@@ -84,5 +84,5 @@ def test_kill9_loses_nothing_acknowledged(tmp_path, index):
             assert [h[0].id for h in hits] == ids[:50]
             assert all(len({x.id for x in h}) == len(h) for h in hits)
         finally:
-            sink.close()  # a reader: the next writer starts from the files the kill left
+            sink.close()  # read-only: the next writer starts from the files the kill left
     assert applied >= 23 + 37 + 11

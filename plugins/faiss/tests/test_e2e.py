@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from musicembed_faiss import FaissSink
 
-from musicembed_core.testing import REPO, run_cli
+from musicembed_core.testing import run_cli
 
-RUN_GIN = str(REPO / "gin" / "runs" / "quickstart_faiss.gin")
+RUN_GIN = "runs/quickstart_faiss.gin"  # this plugin's gin file, found by name
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_run_into_faiss_then_search_each_track(library, tmp_path):
     emb = summary["embeddings"][0]
 
     sink = FaissSink(path=str(store), index="HNSW32")
-    sink.open(emb["name"], emb["dim"], "cosine", None)  # no space: read what the run stored
+    sink.open(emb["name"], None, readonly=True)  # no space: read what the run stored
     try:
         assert sink.count() == n
         assert sink.describe()["space_hash"] == emb["space_hash"]

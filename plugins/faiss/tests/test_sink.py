@@ -15,8 +15,8 @@ from musicembed_faiss import (
 )
 from musicembed_faiss.storage import read_header
 
-from musicembed_core import EmbeddingSpace
-from musicembed_core.errors import SpaceMismatchError
+from musicembed_core import EmbeddingSpace, Record
+from musicembed_core.errors import SinkNotFoundError, SpaceMismatchError
 
 DIM = 16
 
@@ -45,10 +45,20 @@ def meta(n: int, start: int = 0) -> list[dict]:
     ]
 
 
+def recs(tids: list[str], x: np.ndarray, metas: list[dict]) -> list[Record]:
+    """Records as the runner builds them: the content hash apart from the metadata."""
+    assert len(tids) == len(x) == len(metas)
+    out = []
+    for tid, v, md in zip(tids, x, metas):
+        md = dict(md)
+        out.append(Record(tid, v, md.pop("content_hash", ""), md))
+    return out
+
+
 def opened(tmp_path, index: str = "Flat", dim: int = DIM, sp: EmbeddingSpace | None = None,
-           metric: str = "cosine", collection: str = "c", **kw) -> FaissSink:
+           metric: str = "cosine", collection: str = "c", readonly: bool = False, **kw) -> FaissSink:
     sink = FaissSink(path=str(tmp_path), index=index, metric=metric, **kw)
-    sink.open(collection, dim, metric, sp if sp is not None else space(dim))
+    sink.open(collection, sp if sp is not None else space(dim), readonly=readonly)
     return sink
 
 
@@ -77,8 +87,8 @@ KINDS = {"Flat": {"index": "Flat"}, "HNSW32": {"index": "HNSW32"}, "IVF8,Flat": 
 def test_upsert_twice_keeps_count_and_known(tmp_path, kind):
     sink = opened(tmp_path, **KINDS[kind])
     x = vecs(300)
-    sink.upsert(ids(300), x, meta(300))
-    sink.upsert(ids(300), x, meta(300))
+    sink.upsert(recs(ids(300), x, meta(300)))
+    sink.upsert(recs(ids(300), x, meta(300)))
     assert sink.count() == 300
     assert sink.known() == {f"t{i:05d}": f"h{i}" for i in range(300)}
     assert top_ids(sink, x[:20], 1) == [[t] for t in ids(20)]
@@ -89,9 +99,9 @@ def test_upsert_twice_keeps_count_and_known(tmp_path, kind):
 def test_upsert_replaces_vector(tmp_path, kind):
     sink = opened(tmp_path, **KINDS[kind])
     x = vecs(300)
-    sink.upsert(ids(300), x, meta(300))
+    sink.upsert(recs(ids(300), x, meta(300)))
     new = vecs(1, seed=99)
-    sink.upsert(["t00007"], new, [{"content_hash": "new", "duration": 1.0, "path": "/x"}])
+    sink.upsert(recs(["t00007"], new, [{"content_hash": "new", "duration": 1.0, "path": "/x"}]))
     assert sink.count() == 300
     np.testing.assert_array_equal(sink.fetch(["t00007"])["t00007"], new[0])
     (hit,) = sink.search(new, 1)[0]
@@ -107,7 +117,7 @@ def test_upsert_replaces_vector(tmp_path, kind):
 def test_delete(tmp_path, kind):
     sink = opened(tmp_path, **KINDS[kind])
     x = vecs(300)
-    sink.upsert(ids(300), x, meta(300))
+    sink.upsert(recs(ids(300), x, meta(300)))
     gone = ids(50, start=100)
     sink.delete(gone + ["never-stored"])
     assert sink.count() == 250
@@ -129,7 +139,7 @@ def test_delete(tmp_path, kind):
 def test_reopen_after_close_gives_same_results(tmp_path, kind):
     sink = opened(tmp_path, **KINDS[kind])
     x = vecs(400)
-    sink.upsert(ids(400), x, meta(400))
+    sink.upsert(recs(ids(400), x, meta(400)))
     sink.delete(ids(10, start=20))
     q = vecs(12, seed=5)
     before = [[(h.id, h.score, h.metadata) for h in hits] for hits in sink.search(q, 8)]
@@ -148,13 +158,13 @@ def test_reopen_after_close_gives_same_results(tmp_path, kind):
 
 def test_index_is_persisted_in_the_snapshot(tmp_path):
     sink = opened(tmp_path, index="HNSW32")
-    sink.upsert(ids(100), vecs(100), meta(100))
+    sink.upsert(recs(ids(100), vecs(100), meta(100)))
     sink.close()
     header = read_header(str(tmp_path / "c.faiss"))
     assert set(header["sections"]) == {"vectors", "labels", "records", "index"}
     assert header["count"] == 100 and header["index"] == "HNSW32" and header["space_hash"] == space().hash
     flat = opened(tmp_path, collection="f")
-    flat.upsert(ids(10), vecs(10), meta(10))
+    flat.upsert(recs(ids(10), vecs(10), meta(10)))
     flat.close()
     assert "index" not in read_header(str(tmp_path / "f.faiss"))["sections"]  # rebuilt by one copy
 
@@ -162,13 +172,13 @@ def test_index_is_persisted_in_the_snapshot(tmp_path):
 def test_changed_index_string_rebuilds_from_raw_vectors(tmp_path):
     sink = opened(tmp_path, index="Flat")
     x = vecs(300)
-    sink.upsert(ids(300), x, meta(300))
+    sink.upsert(recs(ids(300), x, meta(300)))
     exact = top_ids(sink, x[:10], 5)
     sink.close()
     hnsw = opened(tmp_path, index="HNSW32")
     assert hnsw.describe()["trained"] and hnsw.count() == 300
     assert top_ids(hnsw, x[:10], 1) == [[t] for t in ids(10)]
-    hnsw.upsert(["extra"], vecs(1, seed=7), [{}])  # a writer persists the new index
+    hnsw.upsert(recs(["extra"], vecs(1, seed=7), [{}]))  # a writer persists the new index
     hnsw.close()
     assert read_header(str(tmp_path / "c.faiss"))["index"] == "HNSW32"
     back = opened(tmp_path, index="Flat")
@@ -182,7 +192,7 @@ def test_changed_index_string_rebuilds_from_raw_vectors(tmp_path):
 def test_cosine_self_search_scores_one(tmp_path):
     sink = opened(tmp_path, metric="cosine")
     x = vecs(200, scale=7.0)
-    sink.upsert(ids(200), x, meta(200))
+    sink.upsert(recs(ids(200), x, meta(200)))
     for row, hits in enumerate(sink.search(x, 3)):
         assert hits[0].id == ids(200)[row]
         assert hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -194,7 +204,7 @@ def test_ip_and_l2_scores(tmp_path):
     x = vecs(100)
     q = vecs(3, seed=1)
     ip = opened(tmp_path, metric="ip", collection="ip")
-    ip.upsert(ids(100), x, meta(100))
+    ip.upsert(recs(ids(100), x, meta(100)))
     dots = q.astype(np.float64) @ x.T.astype(np.float64)
     for row, hits in enumerate(ip.search(q, 5)):
         best = np.argsort(-dots[row])[:5]
@@ -202,7 +212,7 @@ def test_ip_and_l2_scores(tmp_path):
         assert [h.score for h in hits] == pytest.approx(dots[row, best], rel=1e-5)
     ip.close()
     l2 = opened(tmp_path, metric="l2", collection="l2", index="HNSW32")
-    l2.upsert(ids(100), x, meta(100))
+    l2.upsert(recs(ids(100), x, meta(100)))
     d2 = ((q[:, None, :].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1)
     for row, hits in enumerate(l2.search(q, 5)):
         best = np.argsort(d2[row])[:5]
@@ -220,7 +230,7 @@ def test_ip_and_l2_scores(tmp_path):
 def test_ivf_with_too_few_vectors_says_so_and_still_searches(tmp_path, caplog):
     sink = opened(tmp_path, index="IVF64,Flat")  # 39 * 64 = 2496 vectors to train
     x = vecs(300)
-    sink.upsert(ids(300), x, meta(300))
+    sink.upsert(recs(ids(300), x, meta(300)))
     info = sink.describe()
     assert info["trained"] is False and info["vectors_needed_for_training"] == 2496
     assert "300 vectors stored, 2496 needed" in sink.training_status
@@ -236,17 +246,17 @@ def test_ivf_with_too_few_vectors_says_so_and_still_searches(tmp_path, caplog):
 def test_ivf_is_trained_once_enough_vectors(tmp_path, caplog):
     sink = opened(tmp_path, index="IVF64,Flat", nprobe=64)  # nprobe = nlist: exhaustive, exact
     x = vecs(2600)
-    sink.upsert(ids(2000), x[:2000], meta(2000))
+    sink.upsert(recs(ids(2000), x[:2000], meta(2000)))
     assert sink.describe()["trained"] is False
     with caplog.at_level(logging.INFO, logger="musicembed.faiss"):
-        sink.upsert(ids(500, 2000), x[2000:2500], meta(500, 2000))  # crosses 39 * 64 = 2496
+        sink.upsert(recs(ids(500, 2000), x[2000:2500], meta(500, 2000)))  # crosses 39 * 64 = 2496
     assert sink.describe()["trained"] is True and sink.training_status is None
     assert "trained index 'IVF64,Flat' on 2500 vectors" in caplog.text
-    sink.upsert(ids(100, 2500), x[2500:], meta(100, 2500))  # added to the trained index
+    sink.upsert(recs(ids(100, 2500), x[2500:], meta(100, 2500)))  # added to the trained index
     q = vecs(5, seed=11)
     assert top_ids(sink, q, 5) == brute(dict(zip(ids(2600), x)), q, 5)
     sink.delete(ids(10))
-    sink.upsert(["t02000"], vecs(1, seed=4), [{}])
+    sink.upsert(recs(["t02000"], vecs(1, seed=4), [{}]))
     assert sink.count() == 2590
     sink.close()
     assert "index" in read_header(str(tmp_path / "c.faiss"))["sections"]
@@ -261,7 +271,7 @@ def test_ivf_pq_trains_and_rerank_uses_raw_vectors(tmp_path):
     found = {}
     for rerank in (1, 10):
         sink = opened(tmp_path, index="IVF4,PQ4x4", nprobe=4, rerank=rerank, collection=f"r{rerank}")
-        sink.upsert(ids(700), x, meta(700))  # 39 * 16 centroids per sub-quantizer = 624 needed
+        sink.upsert(recs(ids(700), x, meta(700)))  # 39 * 16 centroids per sub-quantizer = 624 needed
         assert sink.describe()["trained"] is True
         hits = sink.search(x[:50], 1)
         found[rerank] = sum(h[0].id == t for h, t in zip(hits, ids(50)))
@@ -288,11 +298,11 @@ def test_bad_index_string_is_a_clear_error(tmp_path):
 def test_hnsw_upsert_and_delete(tmp_path):
     sink = opened(tmp_path, index="HNSW32", rebuild_fraction=0.25)
     x = vecs(400)
-    sink.upsert(ids(400), x, meta(400))
+    sink.upsert(recs(ids(400), x, meta(400)))
     stored = dict(zip(ids(400), x))
     # replace 40 vectors and delete 40: HNSW cannot remove, so they become masked stale entries
     new = vecs(40, seed=8)
-    sink.upsert(ids(40), new, meta(40))
+    sink.upsert(recs(ids(40), new, meta(40)))
     stored.update(zip(ids(40), new))
     sink.delete(ids(40, start=200))
     for t in ids(40, start=200):
@@ -323,7 +333,7 @@ def test_hnsw_upsert_and_delete(tmp_path):
 def test_hnsw_stale_entries_survive_reopen(tmp_path):
     sink = opened(tmp_path, index="HNSW32", rebuild_fraction=10.0)
     x = vecs(200)
-    sink.upsert(ids(200), x, meta(200))
+    sink.upsert(recs(ids(200), x, meta(200)))
     sink.delete(ids(30))
     sink.close()
     header = read_header(str(tmp_path / "c.faiss"))
@@ -339,34 +349,36 @@ def test_hnsw_stale_entries_survive_reopen(tmp_path):
 
 def test_space_mismatch_is_refused(tmp_path):
     sink = opened(tmp_path, sp=space(tag="a"))
-    sink.upsert(ids(5), vecs(5), meta(5))
+    sink.upsert(recs(ids(5), vecs(5), meta(5)))
     sink.close()
     other = FaissSink(path=str(tmp_path))
     with pytest.raises(SpaceMismatchError, match=r"c\.faiss holds vectors of embedding space .*encoder\.tag"):
-        other.open("c", DIM, "cosine", space(tag="b"))
+        other.open("c", space(tag="b"))
+    with pytest.raises(SpaceMismatchError, match=r"encoder\.tag"):
+        other.open("c", space(tag="b"), readonly=True)  # searching checks the space too
 
 
 def test_wrong_dim_is_refused(tmp_path):
     sink = opened(tmp_path, collection="songs")
-    sink.upsert(ids(5), vecs(5), meta(5))
-    with pytest.raises(DimensionMismatchError, match=r"'songs' holds 16-dim vectors .*shape \(2, 8\)"):
-        sink.upsert(ids(2), vecs(2, dim=8), meta(2))
+    sink.upsert(recs(ids(5), vecs(5), meta(5)))
+    with pytest.raises(ValueError, match=r"'songs' holds 16-dim vectors .*record 't00000' has shape \(8,\)"):
+        sink.upsert(recs(ids(2), vecs(2, dim=8), meta(2)))
     with pytest.raises(DimensionMismatchError, match="'songs' holds 16-dim"):
         sink.search(vecs(1, dim=8), 3)
     sink.close()
     other = FaissSink(path=str(tmp_path))
     with pytest.raises(DimensionMismatchError, match=r"'songs' .* holds 16-dim vectors but was opened for 8-dim"):
-        other.open("songs", 8, "cosine", space(dim=8))
+        other.open("songs", space(dim=8))
 
 
 def test_second_writer_is_refused_but_readers_work(tmp_path):
     writer = opened(tmp_path)
-    writer.upsert(ids(10), vecs(10), meta(10))
+    writer.upsert(recs(ids(10), vecs(10), meta(10)))
     reader = opened(tmp_path)
     assert reader.count() == 10  # sees what the writer acknowledged (snapshot + journal)
     assert top_ids(reader, vecs(10)[:1], 1) == [["t00000"]]
     with pytest.raises(FaissSinkError, match=r"being written by another process or sink \(pid \d+\)"):
-        reader.upsert(["x"], vecs(1), [{}])
+        reader.upsert(recs(["x"], vecs(1), [{}]))
     reader.close()
     writer.close()
 
@@ -375,15 +387,17 @@ def test_invalid_inputs(tmp_path):
     sink = opened(tmp_path)
     bad = vecs(2)
     bad[1, 3] = np.nan
-    with pytest.raises(ValueError, match="'b' contains NaN"):
-        sink.upsert(["a", "b"], bad, [{}, {}])
-    with pytest.raises(ValueError, match="2 ids but 1 metadata"):
-        sink.upsert(["a", "b"], vecs(2), [{}])
+    with pytest.raises(ValueError, match="record 'b' holds NaN"):
+        sink.upsert(recs(["a", "b"], bad, [{}, {}]))
+    with pytest.raises(TypeError, match="takes musicembed_core.Record objects"):
+        sink.upsert([("a", vecs(1)[0], {})])
+    with pytest.raises(TypeError, match="content_hash must be a str"):
+        sink.upsert([Record("a", vecs(1)[0], None, {})])
     with pytest.raises(ValueError, match="k must be >= 1"):
         sink.search(vecs(1), 0)
     assert sink.count() == 0 and sink.search(vecs(2), 3) == [[], []]
-    sink.upsert(["a", "a"], vecs(2), [{"v": 1}, {"v": 2}])  # last duplicate wins
-    assert sink.count() == 1 and sink.search(vecs(2)[1:], 1)[0][0].metadata == {"v": 2}
+    sink.upsert(recs(["a", "a"], vecs(2), [{"v": 1}, {"v": 2}]))  # last duplicate wins
+    assert sink.count() == 1 and sink.search(vecs(2)[1:], 1)[0][0].metadata == {"v": 2, "content_hash": ""}
     sink.close()
     with pytest.raises(FaissSinkError, match="not open"):
         sink.count()
@@ -391,7 +405,7 @@ def test_invalid_inputs(tmp_path):
 
 def test_corrupt_snapshot_is_reported(tmp_path):
     sink = opened(tmp_path)
-    sink.upsert(ids(50), vecs(50), meta(50))
+    sink.upsert(recs(ids(50), vecs(50), meta(50)))
     sink.close()
     path = tmp_path / "c.faiss"
     data = bytearray(path.read_bytes())
@@ -403,8 +417,8 @@ def test_corrupt_snapshot_is_reported(tmp_path):
 
 def test_torn_journal_tail_is_dropped(tmp_path):
     sink = opened(tmp_path, checkpoint_mb=64)
-    sink.upsert(ids(20), vecs(20), meta(20))
-    sink.upsert(ids(20, 20), vecs(20, seed=1), meta(20, 20))
+    sink.upsert(recs(ids(20), vecs(20), meta(20)))
+    sink.upsert(recs(ids(20, 20), vecs(20, seed=1), meta(20, 20)))
     wal = tmp_path / "c.faiss.wal"
     size = wal.stat().st_size
     sink._journal.close()  # simulate a kill -9: no close(), then a half-written record
@@ -413,7 +427,7 @@ def test_torn_journal_tail_is_dropped(tmp_path):
         fh.write(b"\x10\x00\x00\x00garbage")
     again = opened(tmp_path)
     assert again.count() == 40
-    again.upsert(["late"], vecs(1, seed=2), [{}])  # the writer truncates the torn tail first
+    again.upsert(recs(["late"], vecs(1, seed=2), [{}]))  # the writer truncates the torn tail first
     assert wal.stat().st_size > size
     again.close()
     final = opened(tmp_path)
@@ -424,7 +438,7 @@ def test_torn_journal_tail_is_dropped(tmp_path):
 def test_checkpoints_fold_the_journal(tmp_path):
     sink = opened(tmp_path, checkpoint_mb=0)
     for b in range(5):
-        sink.upsert(ids(10, 10 * b), vecs(10, seed=b), meta(10, 10 * b))
+        sink.upsert(recs(ids(10, 10 * b), vecs(10, seed=b), meta(10, 10 * b)))
     gen = sink.describe()["generation"]
     assert gen >= 3  # an empty first snapshot, then whenever the journal outgrows the snapshot
     sink.close()
@@ -437,9 +451,9 @@ def test_unsubstituted_output_dir_falls_back_to_cwd(tmp_path, monkeypatch, caplo
     monkeypatch.chdir(tmp_path)
     sink = FaissSink()  # path '{output_dir}/faiss'
     with caplog.at_level(logging.WARNING, logger="musicembed.faiss"):
-        sink.open("emb", DIM, "cosine", space())
+        sink.open("emb", space())
     assert "still contains {output_dir}" in caplog.text
-    sink.upsert(ids(3), vecs(3), meta(3))
+    sink.upsert(recs(ids(3), vecs(3), meta(3)))
     sink.close()
     assert (tmp_path / "faiss" / "emb.faiss").is_file()
 
@@ -454,11 +468,35 @@ def test_constructor_validates_and_stores_params():
         FaissSink(nprobe=0)
 
 
-def test_new_collection_without_space_cannot_be_written(tmp_path):
-    sink = FaissSink(path=str(tmp_path))
-    sink.open("new", DIM, "cosine", None)
-    assert sink.count() == 0 and sink.search(vecs(1), 3) == [[]]
-    with pytest.raises(FaissSinkError, match="'new' does not exist yet and was opened without an embedding space"):
-        sink.upsert(["a"], vecs(1), [{}])
-    sink.close()
-    assert not (tmp_path / "new.faiss").exists()
+def test_readonly_open_creates_nothing(tmp_path):
+    """`musicembed search` before any run: no folder, no file, a clear error."""
+    folder = tmp_path / "not-yet"
+    sink = FaissSink(path=str(folder))
+    with pytest.raises(SinkNotFoundError, match=r"'new' .*does not exist yet.*musicembed run"):
+        sink.open("new", space(), readonly=True)
+    with pytest.raises(SinkNotFoundError):
+        sink.open("new", None, readonly=True)
+    assert not folder.exists()
+    with pytest.raises(FaissSinkError, match="needs the embedding space"):
+        sink.open("new", None)
+    assert not folder.exists()
+
+
+def test_readonly_open_reads_and_refuses_writes(tmp_path):
+    writer = opened(tmp_path)
+    writer.upsert(recs(ids(10), vecs(10), meta(10)))
+    writer.close()
+    before = sorted(os.listdir(tmp_path))
+    reader = opened(tmp_path, readonly=True)
+    assert reader.count() == 10 and reader.known()["t00003"] == "h3"
+    assert top_ids(reader, vecs(10)[:1], 1) == [["t00000"]]
+    with pytest.raises(FaissSinkError, match="opened read-only"):
+        reader.upsert(recs(["x"], vecs(1), [{}]))
+    with pytest.raises(FaissSinkError, match="opened read-only"):
+        reader.delete(["t00001"])
+    stored = FaissSink(path=str(tmp_path))
+    stored.open("c", None, readonly=True)  # no space: whatever is stored, no identity check
+    assert stored.count() == 10 and stored.describe()["space_hash"] == space().hash
+    stored.close()
+    reader.close()
+    assert sorted(os.listdir(tmp_path)) == before  # no lock file, no new snapshot

@@ -11,6 +11,7 @@ to list the encoder. torch and transformers load in :meth:`MertEncoder.load`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from musicembed_core import hookimpl
@@ -18,7 +19,6 @@ from musicembed_core.hub import Checkpoint, PretrainedEncoder
 
 from .config import (
     ARCHITECTURE_DEFAULTS,
-    VARIANTS,
     check_supported,
     do_normalize_of,
     hop_of,
@@ -50,28 +50,19 @@ class MertEncoder(PretrainedEncoder):
     window_seconds = 5.0  # MERT's pre-training context
     min_seconds = 0.1
 
-    def __init__(
-        self,
-        model: str = "m-a-p/MERT-v1-95M",
-        revision: str | None = None,
-        device: str = "cpu",
-        dtype: str = "float32",
-        window_seconds: float = 5.0,
-        hop_seconds: float | None = None,
-        cache_dir: str | None = None,
-        normalize: bool | None = None,
-    ) -> None:
-        super().__init__(model, revision, device, dtype, window_seconds, hop_seconds, cache_dir)
-        if normalize is not None and not isinstance(normalize, bool):
-            raise ValueError(f"encoders.mert.normalize must be true, false or None, got {normalize!r}")
-        self.normalize = normalize
-        self._do_normalize: bool | None = None
-        known = VARIANTS.get(self.model)
-        if known is not None:  # geometry before any download; the checkpoint's own config wins later
-            self.sample_rate = known.sample_rate
-            self.frame_rate = known.frame_rate
-            self.num_layers = known.num_layers
-            self.dim = known.dim
+    params = {"normalize": None}
+
+    def configure(self) -> None:
+        if self.normalize is not None and not isinstance(self.normalize, bool):
+            raise ValueError(
+                f"encoders.mert.normalize must be true, false or None, got {self.normalize!r}"
+            )
+
+    def do_normalize(self) -> bool:
+        """Input normalisation: the override, else the checkpoint's preprocessor_config.json."""
+        if self.normalize is not None:
+            return self.normalize
+        return do_normalize_of(self.checkpoint().read_json("preprocessor_config.json", required=False))
 
     def _where(self, ckpt: Checkpoint) -> str:
         if str(ckpt.path) == self.model:
@@ -84,7 +75,6 @@ class MertEncoder(PretrainedEncoder):
         where = self._where(checkpoint)
         check_supported(cfg, where)  # refuse before any weights are read
         rate = sample_rate_of(cfg, pre, where)
-        self._do_normalize = do_normalize_of(pre) if self.normalize is None else self.normalize
         layers = int(cfg.get("num_hidden_layers", ARCHITECTURE_DEFAULTS["num_hidden_layers"]))
         return {
             "sample_rate": rate,
@@ -92,11 +82,12 @@ class MertEncoder(PretrainedEncoder):
             "num_layers": layers + 1,
             "dim": int(cfg.get("hidden_size", ARCHITECTURE_DEFAULTS["hidden_size"])),
             "min_seconds": max(0.1, receptive_field_of(cfg) / rate),
+            "receptive_field": receptive_field_of(cfg),
         }
 
     def signature(self) -> dict[str, Any]:
         sig = super().signature()
-        sig["input_normalization"] = "zero_mean_unit_var" if self._do_normalize else "none"
+        sig["input_normalization"] = "zero_mean_unit_var" if self.do_normalize() else "none"
         return sig
 
     def build_module(self, checkpoint: Checkpoint) -> torch.nn.Module:
@@ -105,9 +96,14 @@ class MertEncoder(PretrainedEncoder):
         from .model import build_hubert
 
         return hidden_states_module(build_hubert(checkpoint, self._where(checkpoint)),
-                                    normalize=bool(self._do_normalize))
+                                    normalize=self.do_normalize())
 
 
 @hookimpl
 def register_encoders(register):
     register(MertEncoder)
+
+
+@hookimpl
+def register_gin_folders(register):
+    register(Path(__file__).parent / "gin")

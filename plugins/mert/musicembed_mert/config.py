@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from musicembed_core.hub import ModelLoadError
+from musicembed_core.hub import ModelLoadError, conv_frames
 
 SUPPORTED = "m-a-p/MERT-v0-public, m-a-p/MERT-v1-95M, m-a-p/MERT-v1-330M"
 
@@ -141,13 +141,9 @@ def hop_of(cfg: Mapping[str, Any]) -> int:
 
 def receptive_field_of(cfg: Mapping[str, Any]) -> int:
     """Samples the conv front end needs for one output frame (400 for MERT)."""
-    field, jump = 1, 1
     strides = cfg.get("conv_stride", ARCHITECTURE_DEFAULTS["conv_stride"])
     kernels = cfg.get("conv_kernel", ARCHITECTURE_DEFAULTS["conv_kernel"])
-    for k, s in zip(kernels, strides):
-        field += (int(k) - 1) * jump
-        jump *= int(s)
-    return field
+    return conv_frames(kernels, strides)["receptive_field"]
 
 
 def do_normalize_of(preprocessor: Mapping[str, Any]) -> bool:

@@ -1,5 +1,6 @@
-"""Make the plugin importable before installation, keep gin state per test, and
-build the tiny MERT checkpoints the tests load (once per session)."""
+"""Make the plugin importable before installation and build the tiny MERT checkpoints
+the tests load (once per session, into the musicembed pytest plugin's `hub_cache`).
+Clean gin state per test comes from that plugin too."""
 
 from __future__ import annotations
 
@@ -12,16 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    """Bindings never leak between tests."""
-    import gin
-
-    gin.clear_config(clear_constants=True)
-    yield
-    gin.clear_config(clear_constants=True)
-
-
 class TinySet(dict):
     """name -> mert_checkpoints.Tiny, plus the hub cache that holds them all."""
 
@@ -29,7 +20,7 @@ class TinySet(dict):
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> TinySet:
+def tiny(tmp_path_factory, hub_cache) -> TinySet:
     """Three tiny MERT checkpoints (95M-, 330M- and v0-style) in one Hugging Face cache,
     under the real repo ids."""
     from mert_checkpoints import (
@@ -45,7 +36,7 @@ def tiny(tmp_path_factory) -> TinySet:
 
     root = tmp_path_factory.mktemp("mert")
     out = TinySet()
-    out.cache = root / "hf-cache"
+    out.cache = hub_cache
     specs = {
         # Released v1 preprocessors say do_normalize: true; the v0 one exercises the raw path.
         "v1_95m": ("m-a-p/MERT-v1-95M", shrink(RELEASED_V1_95M), preprocessor(24000, True)),
@@ -61,8 +52,26 @@ def tiny(tmp_path_factory) -> TinySet:
 
 
 @pytest.fixture
-def offline(tiny, monkeypatch) -> Path:
+def registered():
+    """encoders.mert (and the plugin's gin folder) known to gin: through its entry point, or
+    (not installed yet) registered here."""
+    from musicembed_core import ginconfig
+    from musicembed_core.plugins import get_manager
+
+    mgr = get_manager()
+    added = "mert" not in mgr.names("encoders")
+    if added:
+        import musicembed_mert
+
+        mgr.register_plugin(musicembed_mert, "mert")
+    ginconfig.register_components(mgr)
+    yield mgr
+    if added:
+        mgr.unregister_plugin("mert")
+        ginconfig.register_components(mgr)
+
+
+@pytest.fixture
+def offline(tiny, offline_hub) -> Path:
     """HF_HUB_OFFLINE=1 with the tiny checkpoints' cache as HF_HUB_CACHE."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tiny.cache))
-    return tiny.cache
+    return offline_hub

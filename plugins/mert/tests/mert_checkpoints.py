@@ -189,3 +189,31 @@ def make_checkpoint(folder: Path, repo_id: str, cfg: dict[str, Any], pre: dict[s
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
     (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
     return Tiny(repo_id, folder, cfg, pre, reference)
+
+
+def released_configs_cache(tmp_path, monkeypatch):
+    """The released config.json + preprocessor_config.json of each MERT variant (no weights)
+    in an offline hub cache under their real repo ids: geometry needs only these files.
+    Used by the tests that check released geometries without any weights."""
+    import json
+
+    from musicembed_core.testing import save_to_hub_cache
+
+    for repo, cfg, rate in (
+        ("m-a-p/MERT-v1-95M", RELEASED_V1_95M, 24000),
+        ("m-a-p/MERT-v1-330M", RELEASED_V1_330M, 24000),
+        ("m-a-p/MERT-v0-public", RELEASED_V0_PUBLIC, 16000),
+    ):
+        folder = tmp_path / repo.replace("/", "_")
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(cfg))
+        (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor(rate, True)))
+        save_to_hub_cache(tmp_path / "hub", repo, folder)
+    # music2vec-v1 (for the runs that pair it with MERT): a data2vec-audio base config.
+    folder = tmp_path / "music2vec"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(
+        {"model_type": "data2vec-audio", "hidden_size": 768, "num_hidden_layers": 12}))
+    save_to_hub_cache(tmp_path / "hub", "m-a-p/music2vec-v1", folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))

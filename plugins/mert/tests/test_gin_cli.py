@@ -1,5 +1,5 @@
-"""The shipped gin files (gin/encoders/mert_*.gin, gin/runs/mert330m_76800.gin) and the
-real `musicembed run` command line on the tiny checkpoints."""
+"""The plugin's gin files (musicembed_mert/gin: encoders/mert_*.gin, runs/mert330m_76800.gin),
+included by name, and the real `musicembed run` command line on the tiny checkpoints."""
 
 from __future__ import annotations
 
@@ -7,36 +7,20 @@ import json
 
 import numpy as np
 import pytest
+from mert_checkpoints import released_configs_cache
 
 from musicembed_core import ginconfig
 from musicembed_core.builtins.hdf5 import read_hdf5
 from musicembed_core.chain import EnricherChain
 from musicembed_core.examples import synth_clip, write_audio
 from musicembed_core.runconfig import run_config
-from musicembed_core.testing import REPO, run_cli
+from musicembed_core.testing import run_cli
 
-RUN_76800 = REPO / "gin" / "runs" / "mert330m_76800.gin"
-
-
-@pytest.fixture
-def registered():
-    """encoders.mert known to gin: through its entry point, or (not installed yet) registered here."""
-    from musicembed_core.plugins import get_manager
-
-    mgr = get_manager()
-    added = "mert" not in mgr.names("encoders")
-    if added:
-        import musicembed_mert
-
-        mgr.register_plugin(musicembed_mert, "mert")
-    ginconfig.register_components(mgr)
-    yield mgr
-    if added:
-        mgr.unregister_plugin("mert")
-        ginconfig.register_components(mgr)
+RUN_76800 = "runs/mert330m_76800.gin"  # a name on gin's search path: the plugin ships it
 
 
-def test_the_three_variants_coexist_in_one_run(registered, tmp_path):
+def test_the_three_variants_coexist_in_one_run(registered, tmp_path, monkeypatch):
+    released_configs_cache(tmp_path, monkeypatch)
     run = tmp_path / "three.gin"
     run.write_text(
         "# Three MERT variants side by side.\n"
@@ -67,18 +51,19 @@ def test_the_three_variants_coexist_in_one_run(registered, tmp_path):
     assert [e.window_seconds for e in encoders] == [5.0, 5.0, 10.0]
     assert [e.dtype for e in encoders] == ["bfloat16"] * 3
     assert [e.sample_rate for e in encoders] == [16000, 24000, 24000]
-    dims = [EnricherChain(s.enrichers).output_dim(s.encoder.num_layers, s.encoder.dim)
+    dims = [EnricherChain(s.enrichers).output_dim(s.encoder.geometry())
             for s in specs]
     assert dims == [13 * 768 * 3, 13 * 768 * 3, 25 * 1024 * 3]
 
 
-def test_run_file_gives_76800_dims_without_weights(registered, tmp_path):
-    ginconfig.parse([str(RUN_76800)], [f"run.source = '{tmp_path}'"])
+def test_run_file_gives_76800_dims_without_weights(registered, tmp_path, monkeypatch):
+    released_configs_cache(tmp_path, monkeypatch)
+    ginconfig.parse([RUN_76800], [f"run.source = '{tmp_path}'"])
     [spec] = run_config().embeddings
     assert spec.name == "mert330m_76800"
     assert spec.encoder.model == "m-a-p/MERT-v1-330M"
     assert (spec.encoder.num_layers, spec.encoder.dim) == (25, 1024)
-    assert EnricherChain(spec.enrichers).output_dim(spec.encoder.num_layers, spec.encoder.dim) == 76_800
+    assert EnricherChain(spec.enrichers).output_dim(spec.encoder.geometry()) == 76_800
 
 
 @pytest.mark.slow
@@ -88,9 +73,10 @@ def test_musicembed_run_writes_hdf5_of_the_chain_dims(tiny, tmp_path):
         write_audio(lib / f"t{i}.flac", synth_clip(secs, 44100, seed=i, channels=2), 44100)
     out = tmp_path / "out"
     proc = run_cli(
-        "run", "--gin_file", str(RUN_76800), "--no-progress", "--json",
+        "run", "--gin_file", RUN_76800, "--no-progress", "--json",
         "--gin_param", f"run.source = '{lib}'", "--gin_param", f"run.output_dir = '{out}'",
         env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tiny.cache)},
+        cwd=tmp_path,  # found by name from any folder
     )
     summary = json.loads(proc.stdout)
     assert summary["files_ok"] == 2 and summary["files_failed"] == 0

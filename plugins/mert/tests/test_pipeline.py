@@ -1,4 +1,5 @@
-"""encoders.mert inside the real pipeline: chunking, stitching and the enricher chain."""
+"""encoders.mert inside the real pipeline: chunking, stitching and the enricher chain
+(a clip shorter than the window is the conformance suite's, in test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 from musicembed_mert import MertEncoder
 
+from musicembed_core import Geometry
 from musicembed_core import audio
 from musicembed_core.builtins import enrichers as E
 from musicembed_core.chain import EnricherChain, enrich_whole
@@ -25,24 +27,6 @@ def prepared(encoder, chain) -> PreparedEmbedding:
     prep = PreparedEmbedding.build(EmbeddingSpec("mert", encoder, chain))
     prep.keep_frames = True
     return prep
-
-
-@pytest.mark.parametrize("name", ["v1_95m", "v0"])
-def test_clip_shorter_than_the_window_equals_the_whole_clip(tiny, offline, tmp_path, name):
-    t = tiny[name]
-    path = tmp_path / "short.wav"
-    write_audio(path, synth_clip(3.2, t.sample_rate, seed=4), t.sample_rate)
-    enc = MertEncoder(model=t.repo_id)  # 5 s window: the clip is one chunk
-    prep = prepared(enc, mean_iqr_delta())
-    [res] = embed_paths([prep], [path])
-    assert res.status == "ok", res.error
-    wave = torch.from_numpy(audio.load_audio(path, t.sample_rate))[None]
-    ref = t.reference_states(wave)[:, 0]  # [L, F, D]
-    frames = torch.from_numpy(res.frames[0])
-    assert frames.shape == ref.shape
-    assert torch.allclose(frames, ref, atol=1e-5)
-    whole = enrich_whole(EnricherChain(prep.spec.enrichers), ref)
-    assert torch.allclose(torch.from_numpy(res.vectors[0]), whole, atol=1e-5)
 
 
 def test_long_track_is_encoded_window_by_window(tiny, offline, tmp_path):
@@ -73,8 +57,12 @@ def test_tiny_330m_architecture_gives_layers_x_dim_x_3_through_the_chain(tiny, o
     assert np.isclose(np.linalg.norm(res.vectors[0]), 1.0, atol=1e-5)
 
 
-def test_released_330m_geometry_gives_76800_dims():
-    """No weights needed: 25 layers x 1024 through mean + IQR + delta."""
+def test_released_330m_geometry_gives_76800_dims(tmp_path, monkeypatch):
+    """No weights needed (the released config.json alone): 25 layers x 1024 through
+    mean + IQR + delta."""
+    from mert_checkpoints import released_configs_cache
+
+    released_configs_cache(tmp_path, monkeypatch)
     enc = MertEncoder(model="m-a-p/MERT-v1-330M")
-    assert EnricherChain(mean_iqr_delta()).output_dim(enc.num_layers, enc.dim) == 76_800
-    assert EnricherChain(mean_iqr_delta()).output_dim(25, 1024) == 76_800
+    assert EnricherChain(mean_iqr_delta()).output_dim(enc.geometry()) == 76_800
+    assert EnricherChain(mean_iqr_delta()).output_dim(Geometry(16000, 50.0, 25, 1024, 10.0)) == 76_800

@@ -7,6 +7,8 @@ loads on first use, so ``musicembed plugins`` stays fast.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from musicembed_core import hookimpl
 
 from .sink import MilvusSink
@@ -17,3 +19,8 @@ __all__ = ["MilvusSink"]
 @hookimpl
 def register_sinks(register):
     register(MilvusSink)
+
+
+@hookimpl
+def register_gin_folders(register):
+    register(Path(__file__).parent / "gin")

@@ -17,7 +17,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from musicembed_core import Hit, Sink
+from musicembed_core import (
+    Hit,
+    Record,
+    Sink,
+    check_stored_space,
+    sink_not_found,
+    space_record,
+    stack_records,
+    unit_rows,
+)
 from musicembed_core.atomic import json_default
 
 from . import lite
@@ -146,6 +155,7 @@ class MilvusSink(Sink):
         self._dim = 0
         self._metric = ""
         self._space: EmbeddingSpace | None = None
+        self._readonly = False
 
     def config(self) -> dict[str, Any]:
         """As stored, with credentials (token, user:password@ in the uri) masked."""
@@ -158,20 +168,28 @@ class MilvusSink(Sink):
 
     # ------------------------------------------------------------------ open/close
 
-    def open(self, collection: str, dim: int, metric: str, space: EmbeddingSpace) -> None:
+    def open(self, collection: str, space: EmbeddingSpace, *, readonly: bool = False) -> None:
+        """Open (or create) the collection for vectors of ``space`` (dim ``space.dim``, metric
+        ``self.metric``). ``readonly=True`` creates neither the Milvus Lite database nor the
+        collection: a missing one raises :class:`~musicembed_core.errors.SinkNotFoundError`."""
         if self._client is not None:
             raise MilvusSinkError(f"sinks.milvus is already open on collection {self._name!r}")
-        if dim != space.dim:
-            raise DimensionMismatchError(
-                f"sinks.milvus.open: dim {dim} differs from the embedding space's dim {space.dim}"
-            )
-        milvus_metric(metric)
+        milvus_metric(self.metric)
         self._name = self._collection_name(collection)
-        self._dim, self._metric, self._space = int(dim), metric.lower(), space
+        self._dim, self._metric, self._space = int(space.dim), str(self.metric).lower(), space
+        self._readonly = bool(readonly)
+        uri = str(self.uri)
+        if readonly and lite.is_lite_uri(uri) and not os.path.exists(lite.lite_path(uri)):
+            self._lite_path = lite.lite_path(uri)  # for the message only: nothing is opened
+            where = self._where()
+            self._lite_path = None
+            raise sink_not_found(where)
         self._connect()
         try:
             if self._request("looking up the collection", self._client.has_collection, self._name):
                 self._attach(space)
+            elif readonly:
+                raise sink_not_found(self._where())
             else:
                 self._create(space)
         except BaseException:
@@ -182,6 +200,7 @@ class MilvusSink(Sink):
         client, self._client = self._client, None
         if client is None:
             return
+        self._readonly = False
         try:
             client.close()
         finally:
@@ -277,7 +296,7 @@ class MilvusSink(Sink):
             schema=schema,
             consistency_level=self.consistency_level,
             properties={
-                SPACE_PROPERTY: space.to_json(),
+                SPACE_PROPERTY: space_record(space),
                 METRIC_PROPERTY: self._metric,
                 FORMAT_PROPERTY: FORMAT_VERSION,
             },
@@ -314,7 +333,7 @@ class MilvusSink(Sink):
                 f"{self._dim}-dim vectors: write to another collection "
                 f"(sinks.milvus.collection) or drop the old one to rebuild it"
             )
-        space.check_same(stored_space, where=self._where())
+        check_stored_space(stored_space, space, where=self._where())
         stored_metric = props.get(METRIC_PROPERTY, "")
         if stored_metric != self._metric:
             raise MilvusSinkError(
@@ -327,6 +346,12 @@ class MilvusSink(Sink):
         # without them: build them now (Milvus refuses to load a collection without).
         indexed = set(self._request("list indexes", self._client.list_indexes, self._name))
         missing = [p for p in parts if p.field not in indexed]
+        if missing and self._readonly:
+            raise MilvusSinkError(
+                f"{self._where()} has no index on {', '.join(p.field for p in missing)} (a run was "
+                f"killed while creating it): run `musicembed run` with the same gin files once "
+                f"to build it, then search again"
+            )
         if missing:
             self._create_indexes(missing, self._checked_index_type())
         self._request("load collection", self._client.load_collection, self._name)
@@ -370,7 +395,15 @@ class MilvusSink(Sink):
 
     def _require_open(self) -> None:
         if self._client is None:
-            raise MilvusSinkError("sinks.milvus: call open(collection, dim, metric, space) first")
+            raise MilvusSinkError("sinks.milvus: call open(collection, space) first")
+
+    def _require_writable(self) -> None:
+        self._require_open()
+        if self._readonly:
+            raise MilvusSinkError(
+                f"{self._where()} was opened read-only (open(..., readonly=True)); open it "
+                f"without readonly to write"
+            )
 
     def _request(self, what: str, fn: Callable[..., Any], *args: Any,
                  user_filter: str | None = None, **kwargs: Any) -> Any:
@@ -404,38 +437,19 @@ class MilvusSink(Sink):
 
     # ------------------------------------------------------------------ writes
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[dict]) -> None:
-        import numpy as np
-
-        self._require_open()
-        ids = list(ids)
-        vecs = np.asarray(vectors, dtype=np.float32)
-        metadata = list(metadata)
-        if vecs.ndim != 2 or vecs.shape[1] != self._dim or not (len(ids) == len(vecs) == len(metadata)):
-            raise ValueError(
-                f"upsert into {self._where()}: expected {len(ids)} ids, vectors of shape "
-                f"({len(ids)}, {self._dim}) and {len(ids)} metadata dicts, got vectors of shape "
-                f"{tuple(vecs.shape)} and {len(metadata)} metadata dicts"
-            )
-        if not ids:
+    def upsert(self, records: Sequence[Record]) -> None:
+        """Insert or replace rows by id (a batch repeating an id keeps its last record)."""
+        self._require_writable()
+        batch = stack_records(records, self._dim, where=self._where())
+        if not len(batch):
             return
-        bad = ~np.isfinite(vecs).all(axis=1)
-        if bad.any():
-            raise ValueError(
-                f"upsert into {self._where()}: the vector of track {ids[int(np.argmax(bad))]!r} "
-                f"holds NaN or infinite values"
-            )
-        last = {tid: i for i, tid in enumerate(ids)}  # a repeated id: its last row wins
-        keep = sorted(last.values())
-        if len(keep) < len(ids):
-            ids, vecs, metadata = [ids[i] for i in keep], vecs[keep], [metadata[i] for i in keep]
+        vecs = batch.vectors
         if self._metric == "cosine" and len(self._parts) > 1:
-            norms = np.linalg.norm(vecs.astype(np.float64), axis=1, keepdims=True)
-            vecs = (vecs / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+            vecs = unit_rows(vecs)  # part inner products then add up to the cosine
 
         rows, sizes = [], []
-        for tid, vec, md in zip(ids, vecs, metadata):
-            row, size = self._row(tid, vec, md)
+        for tid, vec, content_hash, md in zip(batch.ids, vecs, batch.content_hashes, batch.metadata):
+            row, size = self._row(tid, vec, content_hash, md)
             rows.append(row)
             sizes.append(size)
         start = 0
@@ -450,7 +464,8 @@ class MilvusSink(Sink):
                           rows[start:stop])
             start = stop
 
-    def _row(self, tid: str, vec: np.ndarray, md: Mapping[str, Any]) -> tuple[dict, int]:
+    def _row(self, tid: str, vec: np.ndarray, content_hash: str,
+             md: Mapping[str, Any]) -> tuple[dict, int]:
         """One Milvus row and its approximate request size in bytes."""
         _check_string(tid, "track id", tid, STRING_MAX_BYTES, self._where())
         path = md.get(PATH)
@@ -466,7 +481,6 @@ class MilvusSink(Sink):
                     f"upsert into {self._where()}: track {tid!r} has duration {duration!r}, "
                     f"expected a number of seconds"
                 ) from None
-        content_hash = str(md.get(CONTENT_HASH) or "")
         _check_string(content_hash, "content_hash", tid, HASH_MAX_BYTES, self._where())
         meta = {str(k): v for k, v in md.items() if k not in COLUMNS}
         try:
@@ -489,7 +503,7 @@ class MilvusSink(Sink):
         return row, size
 
     def delete(self, ids: Iterable[str]) -> None:
-        self._require_open()
+        self._require_writable()
         for chunk in chunks(list(ids)):
             self._request(f"delete of {len(chunk)} ids", self._client.delete, self._name,
                           filter=id_in(chunk))
@@ -581,13 +595,10 @@ class MilvusSink(Sink):
                  for h in hits] for hits in res]
 
     def _search_parts(self, qs: np.ndarray, k: int, filter: str) -> list[list[Hit]]:
-        import numpy as np
-
         from .wide import search_parts
 
         if self._metric == "cosine":
-            norms = np.linalg.norm(qs.astype(np.float64), axis=1, keepdims=True)
-            qs = (qs / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+            qs = unit_rows(qs)
 
         def ann(part: Part, q: np.ndarray, limit: int) -> list[list[tuple[str, float]]]:
             res = self._request("search", self._client.search, self._name, data=list(q),

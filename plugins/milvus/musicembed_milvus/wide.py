@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from musicembed_core import exact_scores
+
 from .expr import chunks
 from .layout import Part
 
@@ -41,14 +43,6 @@ ScoreIds = Callable[[Part, np.ndarray, Sequence[str]], list[Scored]]
 """(part, queries, ids) -> per query, the part scores of those ids (may miss some)."""
 Fetch = Callable[[Sequence[str]], dict[str, np.ndarray]]
 """ids -> stored full vectors (absent ids left out)."""
-
-
-def part_score(q: np.ndarray, v: np.ndarray, higher_is_better: bool) -> float:
-    """The part score as Milvus reports it: inner product, or squared L2 distance."""
-    if higher_is_better:
-        return float(np.dot(q.astype(np.float64), v.astype(np.float64)))
-    d = q.astype(np.float64) - v.astype(np.float64)
-    return float(np.dot(d, d))
 
 
 def search_parts(
@@ -126,18 +120,25 @@ def _complete(
     # An ANN index may leave ids out even of a search restricted to them:
     # score those (or, without score_ids, all) from the stored vectors.
     left = sorted({hid for per_q in partial for hid, got in per_q.items() if len(got) < len(parts)})
+    # Part scores as Milvus reports them: inner products (cosine: of unit vectors) or
+    # squared L2 distances.
+    metric = "ip" if higher_is_better else "l2"
     for chunk in chunks(left, fetch_batch):
         stored = fetch(chunk)
-        for j, per_q in enumerate(partial):
+        present = [hid for hid in chunk if hid in stored]
+        for per_q in partial:
             for hid in chunk:
+                if hid not in stored:  # deleted meanwhile
+                    per_q.pop(hid, None)
+        if not present:
+            continue
+        x = np.stack([stored[hid] for hid in present])
+        scores = [exact_scores(qs[:, p.start : p.stop], x[:, p.start : p.stop], metric) for p in parts]
+        for j, per_q in enumerate(partial):
+            for col, hid in enumerate(present):
                 got = per_q.get(hid)
                 if got is None or len(got) == len(parts):
                     continue
-                vec = stored.get(hid)
-                if vec is None:  # deleted meanwhile
-                    del per_q[hid]
-                    continue
-                for pi, p in enumerate(parts):
+                for pi in range(len(parts)):
                     if pi not in got:
-                        got[pi] = part_score(qs[j, p.start : p.stop], vec[p.start : p.stop],
-                                             higher_is_better)
+                        got[pi] = float(scores[pi][j, col])

@@ -9,7 +9,7 @@ import pytest
 from musicembed_milvus import MilvusSink
 
 from musicembed_core import EmbeddingSpace
-from musicembed_core.testing import REPO, run_cli
+from musicembed_core.testing import run_cli
 
 
 @pytest.mark.slow
@@ -18,7 +18,7 @@ def test_quickstart_into_milvus_twice_then_search(tmp_path):
     run_cli("examples", str(audio), "--seconds", "4")
     n_files = sum(1 for p in audio.rglob("*") if p.is_file())
     args = [
-        "run", "--gin_file", str(REPO / "gin" / "runs" / "quickstart_milvus.gin"),
+        "run", "--gin_file", "runs/quickstart_milvus.gin",  # this plugin's, found by name
         "--gin_param", f'run.source="{audio}"',
         "--gin_param", f'run.output_dir="{out}"',
         "--gin_param", f'sinks.milvus.uri="{db}"',
@@ -33,7 +33,7 @@ def test_quickstart_into_milvus_twice_then_search(tmp_path):
     with h5py.File(out / "logmel.h5", "r") as h5:
         space = EmbeddingSpace.from_json(h5.attrs["space"])
     sink = MilvusSink(uri=str(db))
-    sink.open("logmel", space.dim, "cosine", space)
+    sink.open("logmel", space)
     try:
         assert sink.count() == n_files
         known = sink.known()
@@ -51,3 +51,19 @@ def test_quickstart_into_milvus_twice_then_search(tmp_path):
         assert [h.id for h in row] == [i for i in ids if "jazz" in i]
     finally:
         sink.close()
+
+
+def test_search_before_any_run_creates_no_database(tmp_path):
+    """`musicembed search` opens the sink read-only: no .db, no output folder, a clear error."""
+    out = tmp_path / "out"
+    run_cli("examples", str(tmp_path / "audio"), "--seconds", "2")
+    proc = run_cli(
+        "search", "--gin_file", "runs/quickstart_milvus.gin",
+        "--gin_param", f'run.source="{tmp_path / "audio"}"',
+        "--gin_param", f'run.output_dir="{out}"',
+        "--audio", str(tmp_path / "audio" / "c.ogg"), check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "musicembed.db" in proc.stderr and "does not exist yet" in proc.stderr
+    assert "musicembed run" in proc.stderr
+    assert not out.exists()

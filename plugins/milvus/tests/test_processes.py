@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from milvus_testdata import space
+from milvus_testdata import records, space
 from musicembed_milvus import MilvusSink
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
@@ -22,18 +22,18 @@ WRITER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from musicembed_core import EmbeddingSpace
+    from musicembed_core import EmbeddingSpace, Record
     from musicembed_milvus import MilvusSink
 
     space = EmbeddingSpace.from_json(sys.argv[2])
     sink = MilvusSink(uri=sys.argv[1], index_type="FLAT")
-    sink.open("crash", space.dim, "cosine", space)
+    sink.open("crash", space)
     rng = np.random.default_rng(0)
     done = 0
     while True:
         ids = [f"t{done + i:06d}" for i in range(BATCH)]
-        sink.upsert(ids, rng.standard_normal((BATCH, space.dim)).astype(np.float32),
-                    [{"content_hash": "h" + i, "path": "/m/" + i} for i in ids])
+        x = rng.standard_normal((BATCH, space.dim)).astype(np.float32)
+        sink.upsert([Record(i, v, "h" + i, {"path": "/m/" + i}) for i, v in zip(ids, x)])
         done += BATCH
         print(done, flush=True)  # acknowledged: upsert returned
     """
@@ -49,7 +49,7 @@ OPENER = textwrap.dedent(
     space = EmbeddingSpace.from_json(sys.argv[2])
     sink = MilvusSink(uri=sys.argv[1])
     try:
-        sink.open("tracks", space.dim, "cosine", space)
+        sink.open("tracks", space)
     except DatabaseLockedError as exc:
         print("LOCKED", exc)
         sys.exit(3)
@@ -90,7 +90,7 @@ def test_kill_9_during_writes_keeps_every_acknowledged_batch(tmp_path, memtable_
     assert proc.returncode == -signal.SIGKILL
 
     sink = MilvusSink(uri=uri, index_type="FLAT")
-    sink.open("crash", DIM, "cosine", sp)  # the dead writer's LOCK is gone with it
+    sink.open("crash", sp)  # the dead writer's LOCK is gone with it
     count = sink.count()
     known = sink.known()
     assert count in (acked, acked + BATCH)  # the in-flight batch: all or nothing
@@ -101,7 +101,7 @@ def test_kill_9_during_writes_keeps_every_acknowledged_batch(tmp_path, memtable_
     stored = sink.fetch(["t000000", f"t{count - 1:06d}"])
     (row,) = sink.search(stored["t000000"][None, :], k=1)
     assert row[0].id == "t000000"
-    sink.upsert(["extra"], np.ones((1, DIM), np.float32), [{}])
+    sink.upsert(records(["extra"], np.ones((1, DIM), np.float32), [{}]))
     assert sink.count() == count + 1
     sink.close()
 
@@ -110,8 +110,8 @@ def test_second_process_gets_a_clear_error_until_the_first_closes(tmp_path):
     uri = str(tmp_path / "shared.db")
     sp = space(DIM)
     sink = MilvusSink(uri=uri)
-    sink.open("tracks", DIM, "cosine", sp)
-    sink.upsert(["a"], np.ones((1, DIM), np.float32), [{}])
+    sink.open("tracks", sp)
+    sink.upsert(records(["a"], np.ones((1, DIM), np.float32), [{}]))
 
     other = subprocess.run([sys.executable, "-c", OPENER, uri, sp.to_json()],
                            capture_output=True, text=True, env=_env(), timeout=120, check=False)
@@ -120,7 +120,7 @@ def test_second_process_gets_a_clear_error_until_the_first_closes(tmp_path):
 
     # a second sink in the *same* process shares the embedded server
     second = MilvusSink(uri=uri)
-    second.open("tracks", DIM, "cosine", sp)
+    second.open("tracks", sp)
     assert second.count() == 1
     second.close()
     assert sink.count() == 1  # closing one sink left the other working

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from milvus_testdata import brute_force, metadata, space, vectors
+from milvus_testdata import brute_force, metadata, records, space, vectors
 from musicembed_milvus import MilvusSink
 from musicembed_milvus.errors import MilvusSinkError
 
@@ -45,12 +45,12 @@ def server_uri(tmp_path_factory):
 def test_server_upsert_search_delete(server_uri):
     dim = 32
     sink = MilvusSink(uri=server_uri, index_type="FLAT", collection="server_basic")
-    sink.open("server_basic", dim, "cosine", space(dim))
+    sink.open("server_basic", space(dim))
     assert sink._lite_path is None
     ids = [f"s{i}" for i in range(20)] + ["Don't \"quote\" me.wav"]
     vecs = vectors(len(ids), dim)
-    sink.upsert(ids, vecs, metadata(ids))
-    sink.upsert(ids, vecs, metadata(ids))
+    sink.upsert(records(ids, vecs, metadata(ids)))
+    sink.upsert(records(ids, vecs, metadata(ids)))
     assert sink.count() == len(ids)
     assert set(sink.known()) == set(ids)
     for tid, row in zip(ids, sink.search(vecs, k=1)):
@@ -68,10 +68,10 @@ def test_server_wide_vectors_use_server_side_part_scores(server_uri):
     dim, n, k = 48, 300, 5
     sink = MilvusSink(uri=server_uri, index_type="FLAT", metric="l2", max_part_dim=16,
                       oversample=1, max_part_candidates=n, collection="server_wide")
-    sink.open("server_wide", dim, "l2", space(dim))
+    sink.open("server_wide", space(dim))
     ids = [f"w{i:03d}" for i in range(n)]
     stored = vectors(n, dim, seed=8)
-    sink.upsert(ids, stored, metadata(ids))
+    sink.upsert(records(ids, stored, metadata(ids)))
     fetched: list[str] = []
     real_fetch = sink.fetch
 
@@ -98,8 +98,8 @@ def test_server_database_name(server_uri):
         admin.create_database("music")
     admin.close()
     sink = MilvusSink(uri=server_uri, db_name="music", collection="in_db")
-    sink.open("in_db", 8, "cosine", space(8))
-    sink.upsert(["a"], vectors(1, 8), [{}])
+    sink.open("in_db", space(8))
+    sink.upsert(records(["a"], vectors(1, 8), [{}]))
     assert sink.count() == 1
     sink.close()
     other = MilvusClient(uri=server_uri)  # the default database does not have it
@@ -110,5 +110,5 @@ def test_server_database_name(server_uri):
 def test_unreachable_server_is_a_clear_error():
     sink = MilvusSink(uri="http://user:secret@127.0.0.1:1", timeout=3)
     with pytest.raises(MilvusSinkError, match="cannot connect to Milvus at") as err:
-        sink.open("x", 8, "cosine", space(8))
+        sink.open("x", space(8))
     assert "secret" not in str(err.value)

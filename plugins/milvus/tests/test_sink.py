@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from milvus_testdata import metadata, space, vectors
+from milvus_testdata import metadata, records, space, vectors
 from musicembed_milvus import MilvusSink
 from musicembed_milvus import sink as sink_module
 from musicembed_milvus.errors import (
@@ -14,7 +14,7 @@ from musicembed_milvus.errors import (
 )
 from musicembed_milvus.layout import LITE_INDEX_TYPES
 
-from musicembed_core.errors import MusicembedError, SpaceMismatchError
+from musicembed_core.errors import MusicembedError, SinkNotFoundError, SpaceMismatchError
 
 DIM = 24
 
@@ -23,21 +23,21 @@ def opened(tmp_path, dim: int = DIM, metric: str = "cosine", collection: str = "
            sp=None, **params) -> MilvusSink:
     params.setdefault("index_type", "FLAT")
     sink = MilvusSink(uri=str(tmp_path / "m.db"), metric=metric, **params)
-    sink.open(collection, dim, metric, sp or space(dim))
+    sink.open(collection, sp or space(dim))
     return sink
 
 
 def fill(sink: MilvusSink, n: int, seed: int = 0, dim: int = DIM) -> tuple[list[str], np.ndarray]:
     ids = [f"track{i:03d}" for i in range(n)]
     vecs = vectors(n, dim, seed)
-    sink.upsert(ids, vecs, metadata(ids))
+    sink.upsert(records(ids, vecs, metadata(ids)))
     return ids, vecs
 
 
 def test_upsert_twice_keeps_the_count(tmp_path):
     sink = opened(tmp_path)
     ids, vecs = fill(sink, 30)
-    sink.upsert(ids, vecs, metadata(ids))
+    sink.upsert(records(ids, vecs, metadata(ids)))
     assert sink.count() == 30
     assert sink.known() == {i: f"hash-{i}" for i in ids}
     sink.close()
@@ -47,7 +47,7 @@ def test_upsert_replaces_vector_and_metadata(tmp_path):
     sink = opened(tmp_path)
     ids, vecs = fill(sink, 10)
     new = vectors(1, DIM, seed=99)
-    sink.upsert([ids[3]], new, [{"path": "/new.wav", "duration": 1.5, "content_hash": "new", "genre": "x"}])
+    sink.upsert(records([ids[3]], new, [{"path": "/new.wav", "duration": 1.5, "content_hash": "new", "genre": "x"}]))
     assert sink.count() == 10
     np.testing.assert_allclose(sink.fetch([ids[3]])[ids[3]], new[0], rtol=1e-6)
     (hit,), = sink.search(new, k=1)
@@ -55,7 +55,7 @@ def test_upsert_replaces_vector_and_metadata(tmp_path):
     assert hit.metadata == {"path": "/new.wav", "duration": 1.5, "content_hash": "new", "genre": "x"}
     assert sink.known()[ids[3]] == "new"
     # a batch repeating an id keeps its last row
-    sink.upsert([ids[0], ids[0]], vecs[:2], [{"content_hash": "a"}, {"content_hash": "b"}])
+    sink.upsert(records([ids[0], ids[0]], vecs[:2], [{"content_hash": "a"}, {"content_hash": "b"}]))
     assert sink.count() == 10
     assert sink.known()[ids[0]] == "b"
     np.testing.assert_allclose(sink.fetch([ids[0]])[ids[0]], vecs[1], rtol=1e-6)
@@ -153,7 +153,7 @@ def test_l2_and_ip_scores(tmp_path):
     x = np.array([[0, 0, 0], [1, 2, 2], [3, 0, 0]], dtype=np.float32)
     for metric, expected in (("l2", [0.0, 9.0, 9.0]), ("ip", [9.0, 3.0, 0.0])):
         sink = opened(tmp_path / metric, dim=3, metric=metric)
-        sink.upsert(["a", "b", "c"], x, [{}, {}, {}])
+        sink.upsert(records(["a", "b", "c"], x, [{}, {}, {}]))
         (row,) = sink.search(np.array([[1, 2, 2]], np.float32) if metric == "ip" else x[:1], k=3)
         assert [h.score for h in row] == pytest.approx(expected)
         sink.close()
@@ -166,7 +166,7 @@ def test_ids_that_need_quoting_and_paged_known(tmp_path, monkeypatch):
            "tab\there", "plain", "x'y", "z"]
     sink = opened(tmp_path)
     vecs = vectors(len(ids), DIM)
-    sink.upsert(ids, vecs, [{"content_hash": f"h{i}"} for i in range(len(ids))])
+    sink.upsert(records(ids, vecs, [{"content_hash": f"h{i}"} for i in range(len(ids))]))
     assert sink.known() == {tid: f"h{i}" for i, tid in enumerate(ids)}
     got = sink.fetch(ids[:5])
     for i in range(5):
@@ -214,12 +214,12 @@ def test_index_type_lite_lacks(tmp_path):
 
 def test_collection_names(tmp_path):
     sink = MilvusSink(uri=str(tmp_path / "m.db"))
-    sink.open("mert-v1.95m", DIM, "cosine", space(DIM))  # the embedding's name: made valid
+    sink.open("mert-v1.95m", space(DIM))  # the embedding's name: made valid
     assert sink._name == "mert_v1_95m"
     sink.close()
     explicit = MilvusSink(uri=str(tmp_path / "m.db"), collection="my-tracks")
     with pytest.raises(MilvusSinkError, match="'my-tracks' is not a valid Milvus collection name"):
-        explicit.open("my-tracks", DIM, "cosine", space(DIM))
+        explicit.open("my-tracks", space(DIM))
 
 
 def test_foreign_collection_is_refused(tmp_path):
@@ -231,22 +231,22 @@ def test_foreign_collection_is_refused(tmp_path):
     client.close()
     sink = MilvusSink(uri=uri)
     with pytest.raises(MilvusSinkError, match="not written by musicembed"):
-        sink.open("theirs", DIM, "cosine", space(DIM))
+        sink.open("theirs", space(DIM))
 
 
 def test_bad_input_is_refused(tmp_path):
     sink = opened(tmp_path)
     ids = ["a", "b"]
-    with pytest.raises(ValueError, match=r"shape \(2, 24\)"):
-        sink.upsert(ids, vectors(2, DIM + 1), metadata(ids))
+    with pytest.raises(ValueError, match=r"'tracks' .*holds 24-dim vectors .*record 'a' has shape \(25,\)"):
+        sink.upsert(records(ids, vectors(2, DIM + 1), metadata(ids)))
     bad = vectors(2, DIM)
     bad[1, 3] = np.nan
     with pytest.raises(ValueError, match="'b'.*NaN"):
-        sink.upsert(ids, bad, metadata(ids))
+        sink.upsert(records(ids, bad, metadata(ids)))
     with pytest.raises(ValueError, match="'a'.*not JSON"):
-        sink.upsert(ids, vectors(2, DIM), [{"x": float("inf")}, {}])
+        sink.upsert(records(ids, vectors(2, DIM), [{"x": float("inf")}, {}]))
     with pytest.raises(ValueError, match="4096"):
-        sink.upsert(["x" * 5000], vectors(1, DIM), [{}])
+        sink.upsert(records(["x" * 5000], vectors(1, DIM), [{}]))
     with pytest.raises(ValueError, match=r"\(Q, 24\)"):
         sink.search(vectors(1, DIM - 1))
     assert sink.count() == 0
@@ -257,7 +257,7 @@ def test_numpy_metadata_round_trips(tmp_path):
     sink = opened(tmp_path)
     md = {"path": "/a.wav", "duration": np.float32(2.5), "content_hash": "h",
           "bpm": np.int64(120), "tags": ("a", "b"), "emb": np.arange(3)}
-    sink.upsert(["a"], vectors(1, DIM), [md])
+    sink.upsert(records(["a"], vectors(1, DIM), [md]))
     ((hit,),) = sink.search(vectors(1, DIM), k=1)
     assert hit.metadata == {"path": "/a.wav", "duration": 2.5, "content_hash": "h", "bpm": 120,
                             "tags": ["a", "b"], "emb": [0, 1, 2]}
@@ -277,7 +277,7 @@ def test_index_and_search_params_reach_the_engine(tmp_path):
     ids = [f"i{i}" for i in range(3000)]
     stored = vectors(len(ids), 16)
     sink = opened(tmp_path, dim=16, index_type="IVF_FLAT", index_params={"nlist": 64})
-    sink.upsert(ids, stored, [{} for _ in ids])
+    sink.upsert(records(ids, stored, [{} for _ in ids]))
     assert sink._client.describe_index(sink._name, "vector")["params"] == {"nlist": 64}
     sink.close()
     queries = vectors(40, 16, seed=3)
@@ -306,3 +306,37 @@ def test_missing_index_is_rebuilt_on_open(tmp_path):
     for tid, row in zip(ids, again.search(vecs, k=1)):
         assert row[0].id == tid
     again.close()
+
+
+def test_readonly_open_creates_no_database(tmp_path):
+    """`musicembed search` before any run: no .db, not even its folder, and a clear error."""
+    uri = tmp_path / "not-yet" / "m.db"
+    sink = MilvusSink(uri=str(uri))
+    with pytest.raises(SinkNotFoundError, match=r"'tracks' .*m\.db.*does not exist yet.*musicembed run"):
+        sink.open("tracks", space(DIM), readonly=True)
+    assert not uri.parent.exists()
+
+
+def test_readonly_open_creates_no_collection_and_refuses_writes(tmp_path):
+    from pymilvus import MilvusClient
+
+    writer = opened(tmp_path)
+    ids, vecs = fill(writer, 5)
+    writer.close()
+    with pytest.raises(SinkNotFoundError, match="'other' .*does not exist yet"):
+        MilvusSink(uri=str(tmp_path / "m.db")).open("other", space(DIM), readonly=True)
+    reader = MilvusSink(uri=str(tmp_path / "m.db"))
+    reader.open("tracks", space(DIM), readonly=True)
+    assert reader.count() == 5 and reader.known()[ids[0]] == f"hash-{ids[0]}"
+    assert reader.search(vecs[:1], k=1)[0][0].id == ids[0]
+    with pytest.raises(MilvusSinkError, match="opened read-only"):
+        reader.upsert(records(ids[:1], vecs[:1], metadata(ids[:1])))
+    with pytest.raises(MilvusSinkError, match="opened read-only"):
+        reader.delete(ids[:1])
+    reader.close()
+    with pytest.raises(SpaceMismatchError, match="another-encoder"):
+        MilvusSink(uri=str(tmp_path / "m.db")).open("tracks", space(DIM, encoder="another-encoder"),
+                                                    readonly=True)
+    client = MilvusClient(uri=str(tmp_path / "m.db"))
+    assert client.list_collections() == ["tracks"]
+    client.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from milvus_testdata import brute_force, metadata, space, vectors
+from milvus_testdata import brute_force, metadata, records, space, vectors
 from musicembed_milvus import MilvusSink
 from musicembed_milvus.errors import MilvusSinkError
 from musicembed_milvus.layout import MILVUS_MAX_DIM, Part, split
@@ -48,12 +48,12 @@ def test_wide_vectors_match_brute_force(tmp_path, metric):
     # oversample 10: the first per-part fetch (50) covers all 48 rows (the widening
     # itself is tested below on narrower parts, where it is cheap)
     sink = MilvusSink(uri=str(tmp_path / "w.db"), metric=metric, index_type="FLAT", oversample=10)
-    sink.open("wide", WIDE, metric, space(WIDE))
+    sink.open("wide", space(WIDE))
     assert [p.dim for p in sink._parts] == [20_000, 20_000]
     ids = [f"w{i:02d}" for i in range(n)]
     stored = vectors(n, WIDE, seed=1)
     md = metadata(ids)
-    sink.upsert(ids, stored, md)
+    sink.upsert(records(ids, stored, md))
     assert sink.count() == n
     _check_exact(sink, ids, stored, _queries(stored, 3, seed=2), metric, k=5)
     # filters apply to every part search
@@ -70,13 +70,13 @@ def test_wide_vectors_match_brute_force(tmp_path, metric):
 
 def test_wide_reopen_and_self_search(tmp_path):
     sink = MilvusSink(uri=str(tmp_path / "w.db"), index_type="FLAT")
-    sink.open("wide", WIDE, "cosine", space(WIDE))
+    sink.open("wide", space(WIDE))
     ids = [f"w{i}" for i in range(12)]
     stored = vectors(12, WIDE, seed=3)
-    sink.upsert(ids, stored, metadata(ids))
+    sink.upsert(records(ids, stored, metadata(ids)))
     sink.close()
     again = MilvusSink(uri=str(tmp_path / "w.db"), index_type="FLAT")
-    again.open("wide", WIDE, "cosine", space(WIDE))
+    again.open("wide", space(WIDE))
     for tid, row in zip(ids, again.search(stored, k=2)):
         assert row[0].id == tid and row[0].score == pytest.approx(1.0, abs=1e-5)
     again.close()
@@ -89,11 +89,11 @@ def test_certified_widening_is_exact_beyond_the_first_fetch(tmp_path, metric):
     dim, n, k = 48, 400, 5
     sink = MilvusSink(uri=str(tmp_path / "w.db"), metric=metric, index_type="FLAT",
                       max_part_dim=16, oversample=1, max_part_candidates=n)
-    sink.open("parts", dim, metric, space(dim))
+    sink.open("parts", space(dim))
     assert len(sink._parts) == 3
     ids = [f"r{i:03d}" for i in range(n)]
     stored = vectors(n, dim, seed=4)
-    sink.upsert(ids, stored, metadata(ids))
+    sink.upsert(records(ids, stored, metadata(ids)))
     limits = []
     real = sink._client.search
 
@@ -110,7 +110,7 @@ def test_certified_widening_is_exact_beyond_the_first_fetch(tmp_path, metric):
 def test_too_many_parts_is_refused(tmp_path):
     sink = MilvusSink(uri=str(tmp_path / "w.db"), max_part_dim=8, max_vector_fields=4)
     with pytest.raises(MilvusSinkError, match="40-dim vectors need 5 vector fields"):
-        sink.open("parts", 40, "cosine", space(40))
+        sink.open("parts", space(40))
     with pytest.raises(ValueError, match="max_part_dim"):
         MilvusSink(max_part_dim=MILVUS_MAX_DIM + 1)
 

@@ -6,6 +6,8 @@ plugins`` imports it only to list what it provides.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from musicembed_core import hookimpl
 
 from .encoder import Music2VecEncoder
@@ -16,3 +18,8 @@ __all__ = ["Music2VecEncoder"]
 @hookimpl
 def register_encoders(register):
     register(Music2VecEncoder)
+
+
+@hookimpl
+def register_gin_folders(register):
+    register(Path(__file__).parent / "gin")

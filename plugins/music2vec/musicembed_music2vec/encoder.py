@@ -26,6 +26,7 @@ from musicembed_core.hub import (
     Checkpoint,
     ModelLoadError,
     PretrainedEncoder,
+    conv_frames,
     hidden_states_module,
     load_into,
     rename_keys,
@@ -134,45 +135,17 @@ def model_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class Music2VecEncoder(PretrainedEncoder):
     """Music2Vec frames: every hidden state of a data2vec-audio checkpoint, ``[13, B, F, 768]``.
 
-    The geometry below is the released model's; it is replaced by what the
-    resolved checkpoint's config.json and preprocessor_config.json say as soon
-    as the checkpoint is resolved.
+    The geometry is what the resolved checkpoint's config.json and
+    preprocessor_config.json say (16 kHz, 50 frames/s, 13 x 768 for the release).
+    ``model``: Hugging Face repo id or local folder; ``revision``: branch, tag or
+    commit sha (pin it for reproducible spaces); ``device``: cpu, cuda, cuda:N,
+    mps or auto; ``dtype``: float32, bfloat16 or float16.
     """
 
     name = "music2vec"
     default_model = "m-a-p/music2vec-v1"
-    sample_rate = 16000
-    frame_rate = 50.0
-    num_layers = 13
-    dim = 768
-    window_seconds = 30.0
+    window_seconds = 30.0  # music2vec's pre-training context
     min_seconds = 0.1  # the conv front end needs 400 samples (25 ms) for one frame
-
-    def __init__(
-        self,
-        model: str = "m-a-p/music2vec-v1",
-        revision: str | None = None,
-        device: str = "cpu",
-        dtype: str = "float32",
-        window_seconds: float = 30.0,
-        hop_seconds: float | None = None,
-        cache_dir: str | None = None,
-    ) -> None:
-        """``window_seconds``: 30 s is music2vec's pre-training context.
-
-        ``model``: Hugging Face repo id or local folder; ``revision``: branch, tag
-        or commit sha (pin it for reproducible spaces); ``device``: cpu, cuda,
-        cuda:N, mps or auto; ``dtype``: float32, bfloat16 or float16.
-        """
-        super().__init__(
-            model=model,
-            revision=revision,
-            device=device,
-            dtype=dtype,
-            window_seconds=window_seconds,
-            hop_seconds=hop_seconds,
-            cache_dir=cache_dir,
-        )
 
     def geometry_from_config(self, checkpoint: Checkpoint) -> dict[str, Any]:
         config = data2vec_config(checkpoint)
@@ -182,6 +155,7 @@ class Music2VecEncoder(PretrainedEncoder):
             "frame_rate": sample_rate / math.prod(config.conv_stride),
             "num_layers": config.num_hidden_layers + 1,
             "dim": config.hidden_size,
+            **conv_frames(config.conv_kernel, config.conv_stride),
         }
 
     def build_module(self, checkpoint: Checkpoint) -> torch.nn.Module:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from music2vec_tiny import REPO_ID
 
-from musicembed_core.testing import REPO, run_cli
+from musicembed_core.testing import run_cli
 
 LAYERS, DIM = 3, 32
 
@@ -68,23 +68,3 @@ def test_missing_model_offline_exits_2_naming_the_repo(tmp_path):
     assert REPO_ID in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
     assert "local folder" in proc.stderr and "Traceback" not in proc.stderr
 
-
-def test_mert_music2vec_run_parses_with_two_scoped_encoders(clean_gin, tmp_path):
-    """Both encoders in one run, each with its own scope, outputs named apart."""
-    pytest.importorskip("musicembed_mert", reason="gin/runs/mert_music2vec.gin needs musicembed-mert")
-    from musicembed_core import ginconfig
-    from musicembed_core.chain import EnricherChain
-    from musicembed_core.runconfig import run_config
-
-    ginconfig.parse([str(REPO / "gin" / "runs" / "mert_music2vec.gin")],
-                    [f"run.source = '{tmp_path}'", "encoders.music2vec.window_seconds = 10.0"])
-    cfg = run_config()
-    by_name = {s.name: s for s in cfg.embeddings}
-    assert set(by_name) == {"mert_v1_95m", "music2vec"}
-    m2v, mert = by_name["music2vec"].encoder, by_name["mert_v1_95m"].encoder
-    assert (m2v.name, m2v.model, m2v.window_seconds) == ("music2vec", REPO_ID, 10.0)
-    assert mert.name == "mert" and mert.model == "m-a-p/MERT-v1-95M"
-    for spec in cfg.embeddings:
-        chain = EnricherChain(spec.enrichers)
-        assert chain.output_dim(spec.encoder.num_layers, spec.encoder.dim) == 13 * 768 * 3
-    assert [e.name for e in cfg.exporters] == ["hdf5"]

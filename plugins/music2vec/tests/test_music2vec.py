@@ -40,13 +40,13 @@ LAYERS, DIM = 3, 32  # tiny: the embedding output + 2 transformer layers; hidden
 def test_geometry_comes_from_the_checkpoint(offline):
     enc = Music2VecEncoder()
     assert (enc.model, enc.window_seconds) == (REPO_ID, 30.0)
-    assert (enc.num_layers, enc.dim) == (13, 768)  # the release's, before resolution
     sig = enc.signature()
     assert sig["weights"] == offline.sha_main
     assert (enc.sample_rate, enc.frame_rate, enc.num_layers, enc.dim) == (SR, 50.0, LAYERS, DIM)
     assert sig["num_layers"] == LAYERS and sig["dim"] == DIM and sig["frame_rate"] == 50.0
     out = enc.encode(waves(2, 1.0))
     assert out.shape == (LAYERS, 2, frames_for(SR), DIM) == (LAYERS, 2, 49, DIM)
+    assert enc.geometry().frames_for(SR) == 49 and enc.geometry().receptive_field == 400
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     frames_30s = enc.encode(waves(1, 30.0)).shape[2]
     assert frames_30s == frames_for(30 * SR) == 1499  # 50 frames/s, minus the front end's edge

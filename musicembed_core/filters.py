@@ -1,4 +1,10 @@
-"""Metadata filters for ``search(..., filter=...)``: a small parser, never ``eval``.
+"""Metadata filters for sinks without a query language of their own: a small parser, never ``eval``.
+
+``parse_filter(text)`` returns a :class:`MetadataFilter`, a predicate over one
+track's metadata dict (``flt(metadata, id=track_id) -> bool``). A sink that
+stores metadata as plain dicts (FAISS, an in-memory or ``.npz`` store) gets
+``search(..., filter=...)`` from it; a sink with native expressions (Milvus)
+passes the user's text through instead.
 
 Grammar (keywords are case-insensitive)::
 
@@ -10,14 +16,21 @@ Grammar (keywords are case-insensitive)::
                 | field ["not"] "like" string
                 | field ["not"] "in" "[" literal ("," literal)* "]"
     op         := "==" | "=" | "!=" | "<" | "<=" | ">" | ">="
-    field      := name ("." name)*          (dots reach into nested dicts)
+    field      := name ("." name | "[" string "]")*
     literal    := number | 'string' | "string" | true | false
+
+Fields: ``tags.bpm`` and ``tags["bpm"]`` reach into nested dicts; ``id`` is the
+track id (unless the metadata has its own ``id``); ``meta["genre"]`` reads the
+top-level key ``genre`` when the metadata has no ``meta`` key, so a filter
+written for Milvus (which keeps extra keys in a JSON field ``meta``) works
+unchanged on a sink using this parser.
 
 ``like`` uses SQL patterns: ``%`` any run of characters, ``_`` one character,
 ``\\`` escapes the next character; it is case-sensitive and matches the whole
-value. A row lacking the field never matches a comparison (``not`` still
-negates the result). Ordering comparisons between a number and a string are
-an error naming the filter, the field and the track, not a silent mismatch.
+value. A track lacking the field never matches a comparison (``not`` still
+negates the result). Ordering a number against a string is a
+:class:`~musicembed_core.errors.FilterError` naming the filter, the field and
+the track, not a silent mismatch.
 
 Standard library only: cheap to import.
 """
@@ -25,16 +38,16 @@ Standard library only: cheap to import.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import FilterError
 
-Predicate = Callable[[str, Mapping[str, Any]], bool]
-"""``pred(track_id, metadata) -> bool``."""
+_Pred = Callable[[Mapping[str, Any], str | None], bool]
 
 _MISSING = object()
+_META_ALIAS = "meta"
 
 _TOKEN_RE = re.compile(
     r"""
@@ -45,10 +58,11 @@ _TOKEN_RE = re.compile(
   | (?P<punct>[()\[\],])
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.DOTALL,
 )
 _KEYWORDS = {"and", "or", "not", "like", "in", "true", "false"}
 _COMPARE = {"==", "=", "!=", "<", "<=", ">", ">="}
+_EXAMPLE = 'duration > 60 and path like "%jazz%"'
 
 
 @dataclass(frozen=True)
@@ -60,15 +74,41 @@ class _Tok:
 
 
 @dataclass(frozen=True)
-class ParsedFilter:
-    """A parsed filter: its source text, the fields it reads and its predicate."""
+class MetadataFilter:
+    """A parsed filter: its text, the field paths it reads, and the predicate."""
 
     text: str
-    fields: frozenset[str]
-    predicate: Predicate
+    paths: frozenset[tuple[str, ...]]
+    predicate: _Pred
 
-    def __call__(self, track_id: str, metadata: Mapping[str, Any]) -> bool:
-        return self.predicate(track_id, metadata)
+    def __call__(self, metadata: Mapping[str, Any], id: str | None = None) -> bool:
+        """Whether a track with this metadata (and track id, for the ``id`` field) matches."""
+        return self.predicate(metadata, id)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """Top-level metadata keys the filter reads (``meta["x"]`` counts as ``x``)."""
+        return frozenset(_root(p) for p in self.paths)
+
+    def check_fields(self, present: Iterable[str], where: str) -> None:
+        """Refuse a filter naming a key no stored track has (a typo, most likely).
+
+        ``present``: the top-level metadata keys of the stored tracks; ``where``
+        names the collection for the message.
+        """
+        known = set(present) | {"id"}
+        unknown = sorted(f for f in self.fields if f not in known)
+        if unknown:
+            raise FilterError(
+                f"filter {self.text!r}: unknown field {unknown[0]!r} in {where}; "
+                f"fields present: {', '.join(sorted(known))}"
+            )
+
+
+def _root(path: tuple[str, ...]) -> str:
+    if path[0] == _META_ALIAS and len(path) > 1:
+        return path[1]
+    return path[0]
 
 
 def _unescape(body: str) -> str:
@@ -81,7 +121,10 @@ def _tokenize(text: str) -> list[_Tok]:
     while pos < len(text):
         m = _TOKEN_RE.match(text, pos)
         if m is None:
-            raise FilterError(f"filter {text!r}: unexpected character {text[pos]!r} at position {pos}")
+            raise FilterError(
+                f"filter {text!r}: unexpected character {text[pos]!r} at position {pos}. "
+                f"Filters look like: {_EXAMPLE}"
+            )
         kind = m.lastgroup or ""
         raw = m.group()
         if kind == "number":
@@ -113,9 +156,11 @@ def like_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out), re.DOTALL)
 
 
-def _lookup(track_id: str, metadata: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    if path == ("id",) and "id" not in metadata:
+def _lookup(metadata: Mapping[str, Any], track_id: str | None, path: tuple[str, ...]) -> Any:
+    if path == ("id",) and "id" not in metadata and track_id is not None:
         return track_id
+    if path[0] == _META_ALIAS and len(path) > 1 and _META_ALIAS not in metadata:
+        path = path[1:]
     value: Any = metadata
     for part in path:
         if not isinstance(value, Mapping) or part not in value:
@@ -128,14 +173,25 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _equal(v: Any, lit: Any) -> bool:
+    if isinstance(lit, bool) or isinstance(v, bool):
+        return isinstance(v, bool) and isinstance(lit, bool) and v == lit
+    if _is_number(v) and _is_number(lit):
+        return v == lit
+    return type(v) is type(lit) and v == lit
+
+
+def _tid(track_id: str | None) -> str:
+    return "?" if track_id is None else repr(track_id)
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
-        self.fields: set[str] = set()
+        self.paths: set[tuple[str, ...]] = set()
 
-    # -- helpers
     def peek(self) -> _Tok:
         return self.toks[self.i]
 
@@ -149,7 +205,7 @@ class _Parser:
         found = "end of filter" if tok.kind == "end" else repr(tok.text)
         return FilterError(
             f"filter {self.text!r}: expected {what} at position {tok.pos}, found {found}. "
-            "Filters look like: duration > 60 and path like \"%jazz%\""
+            f"Filters look like: {_EXAMPLE}"
         )
 
     def is_kw(self, *words: str) -> bool:
@@ -157,37 +213,37 @@ class _Parser:
         return tok.kind == "kw" and tok.value in words
 
     # -- grammar
-    def parse(self) -> ParsedFilter:
+    def parse(self) -> MetadataFilter:
         if self.peek().kind == "end":
-            raise FilterError(f"filter {self.text!r} is empty; pass filter=None to search everything")
+            raise FilterError(f"filter {self.text!r} is empty; pass no filter to search everything")
         pred = self.or_expr()
         if self.peek().kind != "end":
             raise self.error("'and', 'or' or the end of the filter")
-        return ParsedFilter(self.text, frozenset(self.fields), pred)
+        return MetadataFilter(self.text, frozenset(self.paths), pred)
 
-    def or_expr(self) -> Predicate:
+    def or_expr(self) -> _Pred:
         parts = [self.and_expr()]
         while self.is_kw("or") or self.peek().text == "||":
             self.take()
             parts.append(self.and_expr())
         if len(parts) == 1:
             return parts[0]
-        return lambda tid, md: any(p(tid, md) for p in parts)
+        return lambda md, tid: any(p(md, tid) for p in parts)
 
-    def and_expr(self) -> Predicate:
+    def and_expr(self) -> _Pred:
         parts = [self.not_expr()]
         while self.is_kw("and") or self.peek().text == "&&":
             self.take()
             parts.append(self.not_expr())
         if len(parts) == 1:
             return parts[0]
-        return lambda tid, md: all(p(tid, md) for p in parts)
+        return lambda md, tid: all(p(md, tid) for p in parts)
 
-    def not_expr(self) -> Predicate:
+    def not_expr(self) -> _Pred:
         if self.is_kw("not"):
             self.take()
             inner = self.not_expr()
-            return lambda tid, md: not inner(tid, md)
+            return lambda md, tid: not inner(md, tid)
         if self.peek().text == "(":
             self.take()
             inner = self.or_expr()
@@ -205,13 +261,26 @@ class _Parser:
             return tok.value == "true"
         raise self.error("a number, a quoted string, true or false", tok)
 
-    def comparison(self) -> Predicate:
+    def field(self) -> tuple[str, tuple[str, ...]]:
         tok = self.take()
         if tok.kind != "name":
             raise self.error("a metadata field name", tok)
-        field = tok.text
-        path = tuple(field.split("."))
-        self.fields.add(path[0])
+        path = tok.text.split(".")
+        while self.peek().text == "[":
+            self.take()
+            key = self.take()
+            if key.kind != "string":
+                raise self.error('a quoted key in field[...] (e.g. meta["genre"])', key)
+            if self.peek().text != "]":
+                raise self.error(f"']' after {key.text}")
+            self.take()
+            path.append(key.value)
+        name = path[0] + "".join(f"[{p!r}]" for p in path[1:]) if len(path) > 1 else path[0]
+        self.paths.add(tuple(path))
+        return name, tuple(path)
+
+    def comparison(self) -> _Pred:
+        field, path = self.field()
         negate = False
         if self.is_kw("not"):
             self.take()
@@ -226,7 +295,7 @@ class _Parser:
             return self._like(field, path, like_regex(pat.value), negate)
         if self.is_kw("in"):
             self.take()
-            return self._in(field, path, self._list(), negate)
+            return self._in(path, self._list(), negate)
         op = self.take()
         if op.kind != "op" or op.text not in _COMPARE:
             raise self.error("a comparison (==, !=, <, <=, >, >=, like, in)", op)
@@ -246,40 +315,38 @@ class _Parser:
         return items
 
     # -- predicates
-    def _like(self, field: str, path: tuple[str, ...], rx: re.Pattern[str], negate: bool) -> Predicate:
+    def _like(self, field: str, path: tuple[str, ...], rx: re.Pattern[str], negate: bool) -> _Pred:
         text = self.text
 
-        def pred(tid: str, md: Mapping[str, Any]) -> bool:
-            v = _lookup(tid, md, path)
+        def pred(md: Mapping[str, Any], tid: str | None) -> bool:
+            v = _lookup(md, tid, path)
             if v is _MISSING or v is None:
                 return False
             if not isinstance(v, str):
                 raise FilterError(
-                    f"filter {text!r}: 'like' needs a string but field {field!r} of track {tid!r} "
-                    f"holds {type(v).__name__} {v!r}"
+                    f"filter {text!r}: 'like' needs a string but field {field!r} of track "
+                    f"{_tid(tid)} holds {type(v).__name__} {v!r}"
                 )
             return (rx.fullmatch(v) is not None) != negate
 
         return pred
 
-    def _in(self, field: str, path: tuple[str, ...], items: list[Any], negate: bool) -> Predicate:
-        def pred(tid: str, md: Mapping[str, Any]) -> bool:
-            v = _lookup(tid, md, path)
+    def _in(self, path: tuple[str, ...], items: list[Any], negate: bool) -> _Pred:
+        def pred(md: Mapping[str, Any], tid: str | None) -> bool:
+            v = _lookup(md, tid, path)
             if v is _MISSING or v is None:
                 return False
-            hit = any(_equal(v, item) for item in items)
-            return hit != negate
+            return any(_equal(v, item) for item in items) != negate
 
         return pred
 
-    def _compare(self, field: str, path: tuple[str, ...], op: str, lit: Any) -> Predicate:
+    def _compare(self, field: str, path: tuple[str, ...], op: str, lit: Any) -> _Pred:
         text = self.text
-        ordered = op in ("<", "<=", ">", ">=")
-        if ordered and isinstance(lit, bool):
+        if op in ("<", "<=", ">", ">=") and isinstance(lit, bool):
             raise FilterError(f"filter {text!r}: {field} {op} {lit!r}: true/false cannot be ordered")
 
-        def pred(tid: str, md: Mapping[str, Any]) -> bool:
-            v = _lookup(tid, md, path)
+        def pred(md: Mapping[str, Any], tid: str | None) -> bool:
+            v = _lookup(md, tid, path)
             if v is _MISSING or v is None:
                 return False
             if op == "==":
@@ -289,7 +356,7 @@ class _Parser:
             if not ((_is_number(v) and _is_number(lit)) or (isinstance(v, str) and isinstance(lit, str))):
                 kind = "a number" if _is_number(lit) else "a string"
                 raise FilterError(
-                    f"filter {text!r}: field {field!r} of track {tid!r} holds "
+                    f"filter {text!r}: field {field!r} of track {_tid(tid)} holds "
                     f"{type(v).__name__} {v!r}, which cannot be compared with {kind} ({lit!r})"
                 )
             if op == "<":
@@ -303,27 +370,15 @@ class _Parser:
         return pred
 
 
-def _equal(v: Any, lit: Any) -> bool:
-    if isinstance(lit, bool) or isinstance(v, bool):
-        return isinstance(v, bool) and isinstance(lit, bool) and v == lit
-    if _is_number(v) and _is_number(lit):
-        return v == lit
-    return type(v) is type(lit) and v == lit
+def parse_filter(text: str) -> MetadataFilter:
+    """Parse ``text`` into a predicate over metadata; bad syntax raises :class:`FilterError`.
 
-
-def parse_filter(text: str) -> ParsedFilter:
-    """Parse ``text`` into a predicate; :class:`FilterError` names the filter on bad syntax."""
+    >>> flt = parse_filter('duration > 60 and path like "%jazz%"')
+    >>> flt({"duration": 75.0, "path": "/m/jazz/b.flac"})
+    True
+    """
     if not isinstance(text, str):
-        raise FilterError(f"filter must be a string such as 'duration > 60', got {type(text).__name__}")
-    return _Parser(text).parse()
-
-
-def check_fields(parsed: ParsedFilter, known: Sequence[str] | set[str], where: str) -> None:
-    """Refuse a filter naming a field that no stored track has (a typo, most likely)."""
-    known_set = set(known) | {"id"}
-    unknown = sorted(parsed.fields - known_set)
-    if unknown:
         raise FilterError(
-            f"filter {parsed.text!r}: unknown field {unknown[0]!r} in {where}; "
-            f"fields present: {', '.join(sorted(known_set))}"
+            f"filter must be a string such as {_EXAMPLE!r}, got {type(text).__name__}"
         )
+    return _Parser(text).parse()

@@ -1,18 +1,26 @@
-"""Helpers for testing musicembed and its plugins (used by our own suites).
+"""Test helpers: the real command line in a subprocess, fake installed plugins,
+a Hugging Face cache filled from a folder, and temporary plugin registration.
 
-Nothing here is a stand-in for real components: these run the real command
-line and write real package metadata.
+Nothing here is a stand-in for a real component: these run the real command
+line, write real package metadata and register with the real plugin manager.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
 
-REPO = Path(__file__).resolve().parents[1]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..plugins import PluginInfo
+
+REPO = Path(__file__).resolve().parents[2]
+"""The source checkout the core is imported from (meaningful in a checkout only)."""
 
 
 def run_cli(
@@ -62,8 +70,6 @@ def save_to_hub_cache(cache_dir: Path, repo_id: str, folder: Path, revision: str
     code is tested through the real repo-id path with ``HF_HUB_OFFLINE=1``.
     Returns the (made-up but stable) commit sha.
     """
-    import hashlib
-
     repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     files = sorted(p for p in Path(folder).iterdir() if p.is_file())
     commit = hashlib.sha1()
@@ -84,3 +90,40 @@ def save_to_hub_cache(cache_dir: Path, repo_id: str, folder: Path, revision: str
     (repo_dir / "refs").mkdir(exist_ok=True)
     (repo_dir / "refs" / revision).write_text(sha)
     return sha
+
+
+@contextlib.contextmanager
+def registered_plugin(obj: Any, name: str | None = None) -> Iterator["PluginInfo"]:
+    """Register ``obj`` (a module or any object with hookimpls) as plugin ``name`` with the
+    process-wide manager for the duration of the block, then unregister it.
+
+    Its components are made known to gin on entry and withdrawn on exit, as if the
+    plugin were installed. Fails if a plugin of that name is already registered.
+    """
+    from .. import ginconfig
+    from ..plugins import get_manager
+
+    manager = get_manager()
+    name = name or getattr(obj, "__name__", None) or type(obj).__name__
+    if name in manager.plugins:
+        raise ValueError(
+            f"a plugin named {name!r} is already registered (an installed entry point?): "
+            f"pick another name for the temporary registration"
+        )
+    info = manager.register_plugin(obj, name)
+    try:
+        ginconfig.register_components(manager)
+        yield info
+    finally:
+        manager.unregister_plugin(name)
+        ginconfig.register_components(manager)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This process's environment with its ``sys.path`` as PYTHONPATH, so a child process
+    imports exactly what the test imports (plugins put on the path by a conftest too)."""
+    paths = [p for p in sys.path if p]
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+

@@ -15,12 +15,14 @@ The enricher steps are the modules the enrichers return from
 ``torch_module()`` (see :mod:`musicembed_core.builtins.enricher_ops`).
 
 This module imports torch at top level; the component module
-(:mod:`musicembed_core.builtins.torchscript_export`) imports it lazily.
+(:mod:`musicembed_core.export.torchscript`) imports it lazily.
 (No ``from __future__ import annotations``: TorchScript reads the annotations.)
 """
 
 import torch
 from torch import Tensor
+
+from ..geometry import Geometry
 
 
 def chunk_spans(total: int, window: int, hop: int, min_len: int) -> list[tuple[int, int]]:
@@ -78,26 +80,24 @@ class TrackEmbedder(torch.nn.Module):
         frame_ops: list[torch.nn.Module],
         pool: torch.nn.Module,
         vector_ops: list[torch.nn.Module],
-        sample_rate: int,
+        geometry: Geometry,
         dim: int,
-        window: int,
-        hop: int,
-        min_len: int,
-        overlap: int,
         compute_dtype: torch.dtype,
         device: str,
     ) -> None:
+        """``geometry``: the encoder's; its sample counts become the module's int attributes
+        (TorchScript and LibTorch read those), so the windowing is the pipeline's."""
         super().__init__()
         self.encoder = encoder
         self.frame_ops = torch.nn.ModuleList(frame_ops)
         self.pool = pool
         self.vector_ops = torch.nn.ModuleList(vector_ops)
-        self.sample_rate = int(sample_rate)
+        self.sample_rate = geometry.sample_rate
         self.dim = int(dim)
-        self.window = int(window)
-        self.hop = int(hop)
-        self.min_len = max(1, int(min_len))
-        self.overlap = int(overlap)
+        self.window = geometry.window_samples
+        self.hop = geometry.hop_samples
+        self.min_len = geometry.min_samples
+        self.overlap = geometry.overlap_frames
         self.compute_dtype = compute_dtype
         self.device = str(device)
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .components import Encoder, Enricher
-from .errors import ConfigError
+from ..components import Encoder, Enricher
+from ..errors import ConfigError
+from . import metadata_path  # noqa: F401 - re-exported for the CLI
 
 DEFAULT_POOLING = "mean"
 DEFAULT_LAYERS = "-1"
@@ -52,14 +53,15 @@ def resolve(
     pooling: str | None = None,
 ) -> ExportTarget:
     """Encoder + chain for ``spec`` (an encoder name or a gin file) after the overrides."""
-    from . import ginconfig
-    from .plugins import get_manager
+    from .. import ginconfig
+    from ..plugins import get_manager
 
     manager = get_manager()
     base: list[Enricher] | None = None
     if is_gin_file(spec):
-        if not Path(spec).is_file():
-            raise ConfigError(f"gin file not found: {spec}")
+        from ..ginpath import resolve as resolve_gin
+
+        spec = str(resolve_gin(spec, manager))  # a path, or a name such as runs/quickstart.gin
         ginconfig.parse([spec, *gin_files], gin_params, finalize=False)
         run_specs = _run_embeddings()
         if run_specs is not None:
@@ -77,7 +79,7 @@ def resolve(
         ginconfig.parse(gin_files, gin_params, finalize=False)
         encoder = _configured("encoders", spec)
         name, source = encoder.name, f"encoder {spec!r}"
-    encoder.signature()  # pretrained encoders learn their geometry (layers, dim) here
+    encoder.geometry()  # a bad checkpoint config fails here, before any weights load
     enrichers = build_chain(encoder, base, layers, pooling)
     return ExportTarget(name=name, encoder=encoder, enrichers=enrichers, source=source)
 
@@ -90,8 +92,8 @@ def build_chain(
 ) -> list[Enricher]:
     """``base`` (a run's chain) with its layer selection / pooling replaced when given;
     without ``base``: layer selection, pooling, flatten, L2 normalisation."""
-    from .builtins.enrichers import FlattenEnricher, L2NormalizeEnricher, LayersEnricher
-    from .chain import EnricherChain
+    from ..builtins.enrichers import FlattenEnricher, L2NormalizeEnricher, LayersEnricher
+    from ..chain import EnricherChain
 
     if base is not None:
         chain = EnricherChain(base)
@@ -104,7 +106,7 @@ def build_chain(
         pooling = pooling if pooling is not None else DEFAULT_POOLING
     if layers is not None:
         frames = [LayersEnricher(parse_layers(layers))]
-        frames[0].resolve(encoder.num_layers)  # out-of-range indices fail now, with the range
+        frames[0].resolve(encoder.geometry().num_layers)  # out-of-range indices fail now, with the range
     if pooling is not None:
         pool = pooling_enricher(pooling)
     return [*frames, pool, *vector]
@@ -128,7 +130,7 @@ def pooling_enricher(text: str) -> Enricher:
     """``--pooling``: a pooling enricher's name (``mean``, ``iqr``, ...) or a comma list of
     statistics (``mean,std``: ``enrichers.stats``). Built through gin, so ``--gin_param``
     bindings such as ``enrichers.iqr.max_frames`` apply."""
-    from .plugins import get_manager
+    from ..plugins import get_manager
 
     names = [p.strip() for p in text.split(",") if p.strip()]
     if not names:
@@ -152,7 +154,7 @@ def _configured(kind: str, name: str, **kwargs: Any) -> Any:
     """Instantiate ``<kind>.<name>`` through gin, so its bindings apply."""
     import gin
 
-    from . import ginconfig
+    from .. import ginconfig
 
     try:
         return gin.get_configurable(f"{kind}.{name}")(**kwargs)
@@ -164,7 +166,7 @@ def _run_embeddings() -> list[Any] | None:
     """The parsed run's embeddings (``run.embeddings`` evaluated), or None when no run is bound."""
     import gin
 
-    from . import ginconfig
+    from .. import ginconfig
 
     try:
         refs = gin.query_parameter("run.embeddings")
@@ -198,7 +200,7 @@ def _encoder_from_gin(path: str, wanted: str | None) -> tuple[Encoder, str]:
     import gin
     from gin import config as gin_config
 
-    from . import ginconfig
+    from .. import ginconfig
 
     macros: dict[str, Encoder] = {}
     bound: set[str] = set()
@@ -259,8 +261,8 @@ def export_model(
     (so the recorded embedding space is the one the export computes); otherwise
     the exporter moves/casts the encoder's module.
     """
-    from .components import ModelExporter, constructor_params
-    from .plugins import get_manager
+    from ..components import ModelExporter, constructor_params
+    from ..plugins import get_manager
 
     manager = get_manager()
     info = manager.get("exporters", fmt)
@@ -287,9 +289,3 @@ def export_model(
         overrides["verify"] = verify
     exporter = _configured("exporters", fmt, **overrides)
     return exporter.export(target.encoder, target.enrichers, output, name=target.name)
-
-
-def metadata_path(model_path: str | os.PathLike[str]) -> Path:
-    """Where a model exporter writes the metadata JSON of ``model_path`` (``x.pt`` -> ``x.json``)."""
-    p = Path(model_path)
-    return p.with_name(p.stem + ".json") if p.suffix else p.with_name(p.name + ".json")

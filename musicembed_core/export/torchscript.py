@@ -4,7 +4,7 @@ Why: music servers and apps written in C++ (or anything that links LibTorch)
 should compute the same track vectors as ``musicembed run`` without Python,
 e.g. to embed a new file or a query clip against a library indexed with
 musicembed. The file holds the whole path from a raw mono wave to the
-L2-normalised track vector (see :mod:`musicembed_core.builtins.exported_model`);
+L2-normalised track vector (see :mod:`musicembed_core.export.model`);
 a JSON file beside it says which input it expects and which embedding space
 its vectors belong to.
 
@@ -35,7 +35,8 @@ from typing import Any, ClassVar
 
 from ..components import Encoder, Enricher, ModelExporter
 from ..errors import MusicembedError
-from ..export_target import metadata_path
+from ..geometry import Geometry
+from . import metadata_path
 from ..hub import DTYPES
 
 log = logging.getLogger("musicembed")
@@ -115,9 +116,9 @@ class TorchScriptExporter(ModelExporter):
 
         from .. import __version__
         from ..atomic import atomic_path, atomic_write_json
-        from ..pipeline import Embedder, PreparedEmbedding
+        from ..pipeline import PreparedEmbedding
         from ..runconfig import EmbeddingSpec
-        from .exported_model import TrackEmbedder
+        from .model import TrackEmbedder
 
         out = Path(path)
         if out.is_dir():
@@ -133,18 +134,14 @@ class TorchScriptExporter(ModelExporter):
             )
         except ValueError as exc:  # EnricherConfigError etc. that are not MusicembedErrors
             raise ExportError(f"enricher chain {_labels(chain_enrichers)}: {exc}") from exc
-        window, hop, min_len, overlap = Embedder([prep]).geometry[0]
+        geo = prep.geometry
         frame_ops, pool, vector_ops = script_chain(prep.chain.enrichers, encoder)
 
         module, compute_dtype, cast = prepare_encoder_module(
             encoder, device, None if self.dtype is None else getattr(torch, self.dtype)
         )
-        compiled, how, notes = compile_encoder(
-            module, encoder, window, min_len, device, compute_dtype
-        )
-        meta = self._metadata(
-            encoder, prep, how, appended_l2, window, hop, min_len, overlap, path, __version__
-        )
+        compiled, how, notes = compile_encoder(module, encoder, geo, device, compute_dtype)
+        meta = self._metadata(encoder, prep, how, appended_l2, path, __version__)
         meta["dtype"] = str(compute_dtype).removeprefix("torch.")
         if cast:
             notes.append(
@@ -153,8 +150,7 @@ class TorchScriptExporter(ModelExporter):
             )
         top = TrackEmbedder(
             compiled, frame_ops, pool, vector_ops,
-            sample_rate=encoder.sample_rate, dim=prep.space.dim,
-            window=window, hop=hop, min_len=min_len, overlap=overlap,
+            geo, dim=prep.space.dim,
             compute_dtype=compute_dtype, device=str(device),
         )
         try:
@@ -185,16 +181,13 @@ class TorchScriptExporter(ModelExporter):
         prep: Any,
         how: str,
         appended_l2: bool,
-        window: int,
-        hop: int,
-        min_len: int,
-        overlap: int,
         path: str,
         version: str,
     ) -> dict[str, Any]:
         import torch
 
         chain = prep.chain
+        geo = prep.geometry
         return {
             "format": "torchscript",
             "model_file": Path(path).name,
@@ -202,7 +195,7 @@ class TorchScriptExporter(ModelExporter):
             "torch_version": torch.__version__,
             "embedding_name": prep.name,
             "input": {
-                "sample_rate": int(encoder.sample_rate),
+                "sample_rate": geo.sample_rate,
                 "channels": 1,
                 "layout": "[B, T] or [T] float32 mono wave in [-1, 1] at sample_rate; "
                 "the tracks of one batch have the same length",
@@ -215,23 +208,23 @@ class TorchScriptExporter(ModelExporter):
             "encoder": {
                 "name": encoder.name,
                 "compiled_with": how,
-                "num_layers": int(encoder.num_layers),
-                "dim": int(encoder.dim),
-                "frame_rate": float(encoder.frame_rate),
+                "num_layers": geo.num_layers,
+                "dim": geo.dim,
+                "frame_rate": geo.frame_rate,
                 "gradient_checkpointing": False,
                 "signature": encoder.signature(),
             },
-            "layers": resolved_layers(chain.frame_enrichers, encoder.num_layers),
+            "layers": resolved_layers(chain.frame_enrichers, geo.num_layers),
             "pooling": chain.pool.signature(),
             "enrichers": chain.signature(),
             "appended_l2_normalize": appended_l2,
-            "window_seconds": float(encoder.window_seconds),
-            "hop_seconds": float(encoder.hop_seconds or encoder.window_seconds),
-            "min_seconds": float(encoder.min_seconds),
-            "window_samples": window,
-            "hop_samples": hop,
-            "min_samples": min_len,
-            "overlap_frames": overlap,
+            "window_seconds": geo.window_seconds,
+            "hop_seconds": float(geo.hop_seconds or geo.window_seconds),
+            "min_seconds": geo.min_seconds,
+            "window_samples": geo.window_samples,
+            "hop_samples": geo.hop_samples,
+            "min_samples": geo.min_samples,
+            "overlap_frames": geo.overlap_frames,
             "space_hash": prep.space.hash,
             "space": json.loads(prep.space.to_json()),
         }
@@ -247,17 +240,17 @@ class TorchScriptExporter(ModelExporter):
         from ..examples import synth_clip, write_audio
         from ..pipeline import embed_paths
 
-        enc = prep.encoder
-        seconds = self.verify_seconds * enc.window_seconds + 0.5 * (
-            enc.hop_seconds or enc.window_seconds
+        geo = prep.geometry
+        seconds = self.verify_seconds * geo.window_seconds + 0.5 * (
+            geo.hop_seconds or geo.window_seconds
         )
         with tempfile.TemporaryDirectory(prefix="musicembed-export-") as tmp:
             clip = Path(tmp) / "verify.wav"
-            write_audio(clip, synth_clip(seconds, enc.sample_rate, seed=11), enc.sample_rate)
+            write_audio(clip, synth_clip(seconds, geo.sample_rate, seed=11), geo.sample_rate)
             [res] = embed_paths([prep], [clip])
             if res.status != "ok":
                 raise ExportError(f"the pipeline failed on the verification clip: {res.error}")
-            wave = torch.from_numpy(load_audio(clip, enc.sample_rate))
+            wave = torch.from_numpy(load_audio(clip, geo.sample_rate))
         try:
             with torch.inference_mode():
                 got = loaded(wave[None].to(device)).to("cpu", torch.float32)[0].numpy()
@@ -300,7 +293,7 @@ class TorchScriptExporter(ModelExporter):
 
 def with_final_l2(enrichers: Sequence[Enricher]) -> tuple[list[Enricher], bool]:
     """The chain, ending with ``enrichers.l2_normalize`` (appended when missing)."""
-    from .enrichers import L2NormalizeEnricher
+    from ..builtins.enrichers import L2NormalizeEnricher
 
     chain = list(enrichers)
     if chain and isinstance(chain[-1], L2NormalizeEnricher):
@@ -324,10 +317,11 @@ def script_chain(
     """
     import torch
 
+    geometry = encoder.geometry()
     g = torch.Generator().manual_seed(0)
     # Two stacks of different lengths: pooling must not bake the frame count in.
     stacks = [
-        torch.randn(encoder.num_layers, f, max(1, encoder.dim), generator=g) for f in (5, 23)
+        torch.randn(geometry.num_layers, f, max(1, geometry.dim), generator=g) for f in (5, 23)
     ]
     frame_ops: list[Any] = []
     vector_ops: list[Any] = []
@@ -377,7 +371,7 @@ def script_chain(
 
 def resolved_layers(frame_enrichers: Sequence[Enricher], num_layers: int) -> list[int] | None:
     """Encoder layer indices the vector is computed from (``None``: other frame enrichers)."""
-    from .enrichers import LayersEnricher
+    from ..builtins.enrichers import LayersEnricher
 
     layers = list(range(num_layers))
     for e in frame_enrichers:
@@ -462,7 +456,7 @@ def check_lengths(window: int, min_len: int) -> list[int]:
 
 
 def compile_encoder(
-    module: Any, encoder: Encoder, window: int, min_len: int, device: Any, dtype: Any
+    module: Any, encoder: Encoder, geometry: Geometry, device: Any, dtype: Any
 ) -> tuple[Any, str, list[str]]:
     """``torch.jit.script`` the module, else ``torch.jit.trace`` it; check it generalises.
 
@@ -473,6 +467,7 @@ def compile_encoder(
     import torch
 
     notes: list[str] = []
+    window, min_len = geometry.window_samples, geometry.min_samples
     g = torch.Generator().manual_seed(1)
 
     def wave(b: int, t: int) -> Any:
