@@ -2,13 +2,20 @@
 #   make quickstart   install, generate example clips, embed them into HDF5 + a Milvus Lite
 #                     file (embedded, no server), print a summary, then search with one clip
 #   make test         install everything (core, plugins, test extras) and run every test
-# torch is pinned through constraints.txt to the CPU build (an unpinned torch pulls CUDA).
+# torch is pinned to one version through constraints.txt. Which *build* you get depends on
+# the index: on the public PyPI, Linux torch wheels are CUDA builds (several GB with the
+# nvidia-* packages). For the CPU build (what CI uses), run with
+#   make quickstart TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# and for a given CUDA version, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu128.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 PLUGIN_DIRS = $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 EXAMPLE_PLUGIN = examples/musicembed-example-plugin
+TORCH_INDEX ?=
+# torch from TORCH_INDEX first (when given); the pinned version then satisfies everything else.
+TORCH_FIRST = $(if $(TORCH_INDEX),$(BIN)/pip install -q -c constraints.txt torch --index-url $(TORCH_INDEX) &&,)
 
 .PHONY: install install-test quickstart test bench clean
 
@@ -16,10 +23,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 install: $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e . $(foreach p,$(PLUGIN_DIRS),-e $(p))
+	$(TORCH_FIRST) $(BIN)/pip install -q -c constraints.txt -e . $(foreach p,$(PLUGIN_DIRS),-e $(p))
 
 install-test: $(BIN)/python
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
+	$(TORCH_FIRST) $(BIN)/pip install -q -c constraints.txt -e '.[test]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
 
 quickstart: install
 	$(BIN)/musicembed examples examples/audio

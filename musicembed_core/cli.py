@@ -46,6 +46,8 @@ class MusicembedGroup(click.Group):
             return
         from .plugins import get_manager
 
+        if not logging.getLogger().handlers:  # resolved before main() set up logging
+            _setup_logging(0)
         self._core_commands = set(self.commands)
         self._plugin_commands = get_manager().plugin_commands(self._core_commands)
         for name, cmd in self._plugin_commands.items():
@@ -120,7 +122,10 @@ def _run_config(gin_files: tuple[str, ...], gin_params: tuple[str, ...]) -> Any:
 @gin_options
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool, as_json: bool) -> None:
+@click.option("--fail-on-empty", is_flag=True,
+              help="Exit with status 3 when the source holds no audio files (default: warn, exit 0).")
+def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool, as_json: bool,
+        fail_on_empty: bool) -> None:
     """Embed every audio file of a folder, as configured by gin.
 
     \b
@@ -133,6 +138,10 @@ def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool,
     \b
     Writes into run.output_dir: the vectors (e.g. <embedding>.h5),
     summary.json, operative_config.gin and plugins.json.
+
+    \b
+    Exit status: 0 done (failed files are listed in the summary), 2 bad
+    configuration, 3 no audio found with --fail-on-empty, 130 interrupted.
 
     \b
     Example:
@@ -159,6 +168,8 @@ def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool,
         click.echo(json.dumps(summary.as_dict(), indent=2))
     if summary.interrupted:
         sys.exit(130)
+    if fail_on_empty and summary.files_total == 0:
+        sys.exit(3)
 
 
 @main.command(context_settings=CONTEXT)

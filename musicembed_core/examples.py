@@ -185,10 +185,59 @@ def write_audio(path: str | os.PathLike, data: np.ndarray, sample_rate: int) -> 
         with sf.SoundFile(str(path), "w", sample_rate, channels, subtype=subtype, format=fmt) as f:
             for start in range(0, len(data), 65536):
                 f.write(data[start : start + 65536])
+        if fmt == "OGG":
+            fix_ogg_serials(path)
     elif ext in _PYAV_EXT:
         _write_aac(path, data, sample_rate, _PYAV_EXT[ext])
     else:
         raise ValueError(f"write_audio: unsupported extension {ext!r} for {path}")
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else (r << 1)
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def _ogg_crc(page: bytes) -> int:
+    crc = 0
+    for b in page:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[((crc >> 24) & 0xFF) ^ b]
+    return crc
+
+
+def fix_ogg_serials(path: str | os.PathLike) -> None:
+    """Give each logical stream of an Ogg file a fixed serial number (1, 2, ...).
+
+    libogg picks a random serial for every stream it writes, so the same audio
+    encodes to different bytes each time, and a rerun of the quickstart would see
+    changed files (and re-embed them). Rewrites the serial and the page CRC of
+    every page; the audio is untouched.
+    """
+    import struct
+
+    path = pathlib.Path(path)
+    data = bytearray(path.read_bytes())
+    serials: dict[int, int] = {}
+    pos = 0
+    while pos + 27 <= len(data):
+        if data[pos : pos + 4] != b"OggS":
+            raise ValueError(f"{path}: not an Ogg page at byte {pos}")
+        nseg = data[pos + 26]
+        size = 27 + nseg + sum(data[pos + 27 : pos + 27 + nseg])
+        (serial,) = struct.unpack_from("<I", data, pos + 14)
+        struct.pack_into("<I", data, pos + 14, serials.setdefault(serial, len(serials) + 1))
+        struct.pack_into("<I", data, pos + 22, 0)
+        struct.pack_into("<I", data, pos + 22, _ogg_crc(bytes(data[pos : pos + size])))
+        pos += size
+    path.write_bytes(bytes(data))
 
 
 def _write_aac(path: pathlib.Path, data: np.ndarray, sample_rate: int, container_format: str) -> None:

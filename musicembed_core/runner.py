@@ -52,6 +52,7 @@ class RunSummary:
     wall_seconds: float = 0.0
     interrupted: bool = False
     embeddings: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def realtime_factor(self) -> float:
@@ -270,6 +271,19 @@ def execute(
     )
     jobs = jobs_for(cfg.source, cfg.limit)
     summary.files_total = len(jobs)
+    if not jobs:
+        # Nothing to embed: say so loudly and write no (empty) vector outputs.
+        from .audio import AUDIO_EXTENSIONS
+
+        summary.warnings.append(
+            f"no audio files found under {cfg.source!r} (looked recursively for "
+            f"{', '.join(sorted(AUDIO_EXTENSIONS))}): nothing was embedded and no output was "
+            "written. Check run.source (e.g. --gin_param 'run.source=\"/path/to/Music\"')."
+        )
+        summary.wall_seconds = time.perf_counter() - started
+        with OutputLock(output_dir):
+            write_run_files(output_dir, summary, operative_config, plugins)
+        return summary
     prepared = [PreparedEmbedding.build(s) for s in cfg.embeddings]
     for p in prepared:  # a projector bound to the wrong space is refused before any work
         if p.spec.projector is not None:
@@ -461,5 +475,7 @@ def print_summary(summary: RunSummary, console: Any) -> None:
         for f in summary.failures:
             ft.add_row(escape(f.path), escape(f.reason))
         console.print(ft)
+    for warning in summary.warnings:
+        console.print(f"[bold yellow]warning:[/bold yellow] {escape(warning)}", highlight=False)
     if summary.interrupted:
         console.print("[yellow]The run was interrupted; run the same command again to resume.[/]")

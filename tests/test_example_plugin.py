@@ -36,8 +36,9 @@ def test_installed_plugin_is_listed(installed):
     example = data["example"]
     assert example["distribution"] == "musicembed-example"
     assert example["version"] == "0.1.0"
-    assert example["hooks"] == ["register_encoders", "register_enrichers"]
+    assert example["hooks"] == ["register_commands", "register_encoders", "register_enrichers"]
     assert example["components"] == {"encoders": ["chroma"], "enrichers": ["percentile"]}
+    assert example["commands"] == ["chroma"]
     assert example["error"] is None
     assert example["parameters"]["encoders.chroma"]["n_fft"] == 4096
 
@@ -57,6 +58,20 @@ def test_installed_plugin_runs_from_its_gin_file(installed, example_dir, tmp_pat
     assert np.allclose(np.linalg.norm(data["vectors"], axis=1), 1.0, atol=1e-5)
     assert data["space"]["encoder"]["name"] == "chroma"
     assert data["space"]["enrichers"][0] == {"name": "percentile", "q": 90.0}
+
+
+def test_installed_plugin_adds_its_command(installed, tmp_path):
+    import soundfile
+
+    rate = 44100
+    t = np.arange(2 * rate) / rate
+    soundfile.write(tmp_path / "a4.flac", 0.5 * np.sin(2 * np.pi * 440.0 * t), rate)
+    out = json.loads(run_cli("chroma", str(tmp_path / "a4.flac"), "--json", env=installed).stdout)
+    assert out["strongest"] == "A" and out["profile"]["A"] == 1.0
+    table = run_cli("chroma", str(tmp_path / "a4.flac"), env=installed).stdout
+    assert table.splitlines()[-1] == "strongest pitch class: A"
+    assert "chroma" in run_cli("--help", env=installed).stdout
+    assert "Usage:" in run_cli("chroma", "--help", env=installed).stdout
 
 
 def test_without_the_plugin_the_gin_file_names_the_missing_component(example_dir, tmp_path):

@@ -101,12 +101,16 @@ import numpy as np
 from musicembed_core import TextProjector, hookimpl
 
 class HashProjector(TextProjector):
-    """Deterministic text -> vector map into a configured space (tests the wiring only)."""
+    """Deterministic text -> vector map, tied to an encoder + chain (tests the wiring only)."""
     name = "hashproj"
 
-    def __init__(self, target_space: str = "", dim: int = 192):
-        self.target_space = target_space
+    def __init__(self, encoder: str = "logmel", dim: int = 192):
+        self.encoder = encoder
         self.dim = dim
+
+    def target(self):
+        return {"encoder": self.encoder,
+                "enrichers": ["layers", "stats", "flatten", "l2_normalize"]}
 
     def embed_text(self, texts):
         out = []
@@ -130,12 +134,14 @@ def test_text_query_through_a_projector(indexed, tmp_path):
     base = ["search", "--gin_file", RUN_GIN, *_params(source, out), "--text", "calm piano",
             "--json", "--gin_param", "embedding.projector=@projectors.hashproj()",
             "--gin_param", f"projectors.hashproj.dim={dim}"]
-    ok = run_cli(*base, "--gin_param", f'projectors.hashproj.target_space="{space}"', env=env)
+    ok = run_cli(*base, env=env)
     hits = json.loads(ok.stdout)["hits"]
     assert len(hits) == min(10, summary["files_ok"]) and hits[0]["score"] >= hits[-1]["score"]
-    bad = run_cli(*base, "--gin_param", 'projectors.hashproj.target_space="0000"', env=env,
+    bad = run_cli(*base, "--gin_param", 'projectors.hashproj.encoder="mert"', env=env,
                   check=False)
-    assert bad.returncode == 2 and "maps text into space '0000'" in bad.stderr
+    assert bad.returncode == 2 and f"(space {space})" in bad.stderr
+    assert "encoder.name: the projector's is 'mert', the space's is 'logmel'" in " ".join(
+        bad.stderr.split())
 
 
 def test_other_space_is_refused(indexed):

@@ -139,7 +139,7 @@ def test_gin_list_shows_the_packaged_files(venv, empty):
     assert "from mert (musicembed-mert)" in shown.stderr
 
 
-def test_quickstart_and_a_tiny_mert_run_by_gin_name(venv, empty, tmp_path):
+def test_quickstart_and_a_tiny_mert_run_by_gin_name(venv, empty, tmp_path, monkeypatch):
     from musicembed_core.builtins.hdf5 import read_hdf5
 
     new, env = venv
@@ -154,10 +154,9 @@ def test_quickstart_and_a_tiny_mert_run_by_gin_name(venv, empty, tmp_path):
     assert data["vectors"].shape == (n, 2 * 96 * 2)  # logmel: 2 layers x 96 mels x (mean, std)
 
     # A tiny MERT-v1-95M-architecture checkpoint in a local folder (plugins/mert/tests builds them).
-    spec = importlib.util.spec_from_file_location(
-        "mert_checkpoints", REPO / "plugins" / "mert" / "tests" / "mert_checkpoints.py")
-    ckpts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ckpts)
+    monkeypatch.syspath_prepend(str(REPO / "plugins" / "mert" / "tests"))
+    import mert_checkpoints as ckpts
+
     tiny = ckpts.make_checkpoint(tmp_path / "tiny-mert", "m-a-p/MERT-v1-95M",
                                  ckpts.shrink(ckpts.RELEASED_V1_95M), ckpts.preprocessor(24000, True),
                                  seed=0)

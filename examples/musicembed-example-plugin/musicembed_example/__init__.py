@@ -2,14 +2,20 @@
 
 * ``encoders.chroma``: 12 pitch-class energies per frame (weight-free).
 * ``enrichers.percentile``: the q-th percentile of each dimension over time.
+* ``musicembed chroma FILE``: a subcommand printing a file's pitch-class profile.
 
 Nothing heavy is imported at module level: ``musicembed plugins`` imports this
-module just to list what it provides.
+module just to list what it provides (click is light; torch is imported inside
+the methods and the command).
 """
 
 from __future__ import annotations
 
+import click
+
 from musicembed_core import Encoder, Enricher, hookimpl
+
+PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
 class ChromaEncoder(Encoder):
@@ -96,3 +102,38 @@ def register_encoders(register):
 @hookimpl
 def register_enrichers(register):
     register(PercentileEnricher)
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command(name="chroma")
+    @click.argument("audio", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+    def chroma_command(audio: str, as_json: bool) -> None:
+        """Pitch-class profile of an audio file (WAV, FLAC, OGG): mean chroma over time.
+
+        \b
+        Example:
+          musicembed chroma examples/audio/rock/a.wav
+        """
+        import json
+
+        import soundfile
+        import soxr
+        import torch
+
+        enc = ChromaEncoder()
+        wave, rate = soundfile.read(audio, dtype="float32", always_2d=True)
+        mono = wave.mean(axis=1)
+        if rate != enc.sample_rate:
+            mono = soxr.resample(mono, rate, enc.sample_rate)
+        profile = enc.encode(torch.from_numpy(mono).unsqueeze(0))[0, 0].mean(0)
+        profile = (profile / profile.max().clamp(min=1e-8)).tolist()
+        strongest = PITCH_CLASSES[max(range(12), key=profile.__getitem__)]
+        if as_json:
+            click.echo(json.dumps({"file": audio, "strongest": strongest,
+                                   "profile": dict(zip(PITCH_CLASSES, profile))}))
+            return
+        for pc, value in zip(PITCH_CLASSES, profile):
+            click.echo(f"{pc:<2} {'#' * round(40 * value)}")
+        click.echo(f"strongest pitch class: {strongest}")

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from musicembed_mert import MertEncoder
 
 from musicembed_core import Geometry
 from musicembed_core import audio
 from musicembed_core.builtins import enrichers as E
-from musicembed_core.chain import EnricherChain, enrich_whole
+from musicembed_core.chain import EnricherChain
 from musicembed_core.examples import synth_clip, write_audio
 from musicembed_core.pipeline import PreparedEmbedding, embed_paths
 from musicembed_core.runconfig import EmbeddingSpec

@@ -46,7 +46,7 @@ class Tiny:
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> Tiny:
+def tiny(tmp_path_factory, hub_cache) -> Tiny:
     import torch
 
     from musicembed_core.testing import save_to_hub_cache
@@ -67,7 +67,7 @@ def tiny(tmp_path_factory) -> Tiny:
     shutil.copytree(main, reference)
     (reference / "config.json").write_text(json.dumps({**cfg, "vocab_size": 32}))
 
-    cache = root / "hf-cache"
+    cache = hub_cache  # the musicembed pytest plugin's session cache
     return Tiny(
         root=root,
         main=main,
@@ -82,10 +82,8 @@ def tiny(tmp_path_factory) -> Tiny:
 
 
 @pytest.fixture
-def offline(tiny, monkeypatch) -> Tiny:
+def offline(tiny, offline_hub) -> Tiny:
     """The tiny checkpoints' HF cache, offline, read by the real repo-id path."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tiny.cache))
     return tiny
 
 
