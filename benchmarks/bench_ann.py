@@ -84,13 +84,15 @@ def run_config(cfg: Config, base: np.ndarray, queries: np.ndarray, folder: Path,
                truth: list[list[str]] | None) -> list[dict]:
     from musicembed_faiss import FaissSink
 
-    ids = [f"t{i}" for i in range(len(base))]
-    meta = [{"content_hash": str(i)} for i in range(len(base))]
-    sink = FaissSink(path=str(folder), index=cfg.index, collection=cfg.label.replace(",", "_"), **cfg.params)
-    sink.open("bench", base.shape[1], "cosine", space(base.shape[1]))
+    from musicembed_core import Record
+
+    records = [Record(f"t{i}", v, str(i)) for i, v in enumerate(base)]
+    sink = FaissSink(path=str(folder), index=cfg.index, collection=cfg.label.replace(",", "_"),
+                     metric="cosine", **cfg.params)
+    sink.open("bench", space(base.shape[1]))
     t0 = time.perf_counter()
     for start in range(0, len(base), BATCH):
-        sink.upsert(ids[start : start + BATCH], base[start : start + BATCH], meta[start : start + BATCH])
+        sink.upsert(records[start : start + BATCH])
     build = time.perf_counter() - t0
     assert sink.describe()["trained"], sink.training_status
     rows = []

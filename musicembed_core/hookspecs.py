@@ -67,8 +67,9 @@ def register_text_projectors(register: Register) -> None:
     """Register text projectors (:class:`musicembed_core.TextProjector`).
 
     :param register: call ``register(ProjectorClass)`` for each projector. A
-        projector maps text into one given audio embedding space
-        (``target_space``) so that text queries search audio vectors.
+        projector maps text into the audio embedding space it declares with
+        ``target()`` (a checkpoint's stored space, or the encoder + chain of a
+        joint model), so that text queries search audio vectors.
     """
 
 

@@ -83,56 +83,8 @@ KINDS = {"Flat": {"index": "Flat"}, "HNSW32": {"index": "HNSW32"}, "IVF8,Flat": 
 # ---------------------------------------------------------------------- basic contract
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_upsert_twice_keeps_count_and_known(tmp_path, kind):
-    sink = opened(tmp_path, **KINDS[kind])
-    x = vecs(300)
-    sink.upsert(recs(ids(300), x, meta(300)))
-    sink.upsert(recs(ids(300), x, meta(300)))
-    assert sink.count() == 300
-    assert sink.known() == {f"t{i:05d}": f"h{i}" for i in range(300)}
-    assert top_ids(sink, x[:20], 1) == [[t] for t in ids(20)]
-    sink.close()
-
-
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_upsert_replaces_vector(tmp_path, kind):
-    sink = opened(tmp_path, **KINDS[kind])
-    x = vecs(300)
-    sink.upsert(recs(ids(300), x, meta(300)))
-    new = vecs(1, seed=99)
-    sink.upsert(recs(["t00007"], new, [{"content_hash": "new", "duration": 1.0, "path": "/x"}]))
-    assert sink.count() == 300
-    np.testing.assert_array_equal(sink.fetch(["t00007"])["t00007"], new[0])
-    (hit,) = sink.search(new, 1)[0]
-    assert hit.id == "t00007" and hit.score == pytest.approx(1.0, abs=1e-5)
-    assert hit.metadata["content_hash"] == "new"
-    old_hits = sink.search(x[7:8], 3)[0]
-    assert all(h.id != "t00007" or h.score < 0.99 for h in old_hits)
-    assert sink.known()["t00007"] == "new"
-    sink.close()
-
-
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_delete(tmp_path, kind):
-    sink = opened(tmp_path, **KINDS[kind])
-    x = vecs(300)
-    sink.upsert(recs(ids(300), x, meta(300)))
-    gone = ids(50, start=100)
-    sink.delete(gone + ["never-stored"])
-    assert sink.count() == 250
-    assert not set(gone) & set(sink.known())
-    assert sink.fetch(gone) == {}
-    found = {h.id for hits in sink.search(x[100:150], 10) for h in hits}
-    assert not found & set(gone)
-    kept = dict(zip(ids(300), x))
-    for t in gone:
-        kept.pop(t)
-    assert top_ids(sink, x[:5], 5) == brute(kept, x[:5], 5)
-    sink.close()
-    sink = opened(tmp_path, **KINDS[kind])
-    assert sink.count() == 250 and not set(gone) & set(sink.known())
-    sink.close()
+# Upserts, replacement, delete, fetch, self-search, space refusal and kill -9 for each
+# index kind: the core's sink conformance suite (test_conformance.py).
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

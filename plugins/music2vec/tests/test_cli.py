@@ -59,8 +59,10 @@ def test_run_embeds_generated_clips_into_hdf5(tiny, tmp_path):
 
 
 def test_missing_model_offline_exits_2_naming_the_repo(tmp_path):
+    from musicembed_core.examples import synth_clip, write_audio
+
     lib = tmp_path / "audio"
-    lib.mkdir()
+    write_audio(lib / "a.wav", synth_clip(1.0, 16000, seed=0), 16000)  # an empty source exits early
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
     proc = run_cli("run", "--gin_file", run_gin(tmp_path, lib, tmp_path / "out"), "--no-progress",
                    env=env, check=False)
