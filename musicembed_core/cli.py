@@ -445,6 +445,40 @@ def gin_show(name: str) -> None:
     click.echo(Path(path).read_text(), nl=False)
 
 
+# --------------------------------------------------------------------------- new-plugin
+
+
+@main.command("new-plugin", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder in which to create musicembed-NAME/.")
+def new_plugin(name: str, directory: str) -> None:
+    """Create a working plugin package musicembed-NAME/ to start from.
+
+    \b
+    It holds a pyproject.toml with the `musicembed` entry point, one module with
+    a weight-free encoder (encoders.NAME: spectral statistics per frame) and its
+    hooks, a gin folder with runs/NAME.gin, a README, and tests that run the
+    core's conformance suite (musicembed_core.testing.EncoderSuite).
+
+    \b
+    Example:
+      musicembed new-plugin spectral-stats --dir ~/src
+      cd ~/src/musicembed-spectral-stats && pip install -e '.[test]' && pytest
+    """
+    from .plugin_template import plugin_names, write_plugin
+    from .plugins import BUILTIN_PLUGIN, get_manager
+
+    builtins = get_manager().plugins.get(BUILTIN_PLUGIN)
+    reserved = {n for k, n in builtins.components if k == "encoders"} if builtins else set()
+    root = write_plugin(name, directory, reserved=reserved)
+    names = plugin_names(name)
+    click.echo(
+        f"created {root}: {names.distribution} (import {names.module}) with encoders.{names.component}\n"
+        f"next: cd {root} && pip install -e '.[test]' && pytest"
+    )
+
+
 def entrypoint() -> None:
     """Console-script wrapper: user errors print one clear message, no traceback."""
     try:

@@ -37,7 +37,6 @@ __all__ = [
     "METRICS",
     "MetadataFilter",
     "RecordBatch",
-    "check_metric",
     "check_stored_space",
     "exact_rerank",
     "exact_scores",

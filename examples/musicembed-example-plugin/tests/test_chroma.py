@@ -2,9 +2,19 @@
 
 import math
 
+import pytest
 import torch
 
+from musicembed_core.testing import EncoderSuite
 from musicembed_example import ChromaEncoder, PercentileEnricher
+
+
+class TestChromaEncoder(EncoderSuite):
+    """The core's encoder conformance suite (shapes, frames, batching, pipeline, signature)."""
+
+    @pytest.fixture
+    def encoder(self):
+        return ChromaEncoder()
 
 
 def test_chroma_finds_the_pitch_class_of_a_tone():
