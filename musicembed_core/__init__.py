@@ -62,6 +62,7 @@ __version__ = "0.1.0"
 PUBLIC_MODULES: tuple[str, ...] = (
     "musicembed_core",
     "musicembed_core.atomic",
+    "musicembed_core.audio",
     "musicembed_core.errors",
     "musicembed_core.examples",
     "musicembed_core.filters",
@@ -72,8 +73,9 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "musicembed_core.space",
     "musicembed_core.testing",
 )
-"""Modules a plugin may import (``musicembed_core.testing`` also from its tests);
-``examples`` only for generating test audio."""
+"""Modules a plugin may import (``musicembed_core.testing`` also from its tests).
+``audio``: ``load_audio(path, sample_rate)`` (any format, mono, resampled) and
+``find_audio_files`` for plugin commands; ``examples``: generated test audio."""
 
 __all__ = [
     "AudioDecodeError",

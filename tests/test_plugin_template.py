@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import pytest
 
 from musicembed_core.errors import ConfigError
 from musicembed_core.plugin_template import plugin_names, write_plugin
-from musicembed_core.testing import run_cli
+from musicembed_core.testing import REPO, run_cli
 
 
 def test_names_of_a_plugin():
@@ -83,3 +84,18 @@ def test_generated_plugin_installs_passes_its_tests_and_is_listed(tmp_path):
     assert "register_gin_folders" in demo["hooks"]
     table = run_cli("plugins", env=env, cwd=build).stdout
     assert "demo_stats" in table.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+def test_the_kit_examples_in_the_docs_run(tmp_path):
+    """docs/plugin-authoring.md §7's Python blocks, run as a test file against the example plugin."""
+    doc = (REPO / "docs" / "plugin-authoring.md").read_text()
+    section = doc[doc.index("## 7. "):doc.index("## 8. ")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2, "update this test with the section's examples"
+    (tmp_path / "test_docs_kit.py").write_text("\n\n".join(blocks))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "examples" / "musicembed-example-plugin"),
+           "MUSICEMBED_LOAD_PLUGINS": ""}  # the example is registered by the test itself
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "9 passed" in proc.stdout

@@ -118,15 +118,12 @@ def register_commands(cli):
         """
         import json
 
-        import soundfile
-        import soxr
         import torch
 
+        from musicembed_core.audio import load_audio  # any format, mono, resampled
+
         enc = ChromaEncoder()
-        wave, rate = soundfile.read(audio, dtype="float32", always_2d=True)
-        mono = wave.mean(axis=1)
-        if rate != enc.sample_rate:
-            mono = soxr.resample(mono, rate, enc.sample_rate)
+        mono = load_audio(audio, enc.sample_rate)
         profile = enc.encode(torch.from_numpy(mono).unsqueeze(0))[0, 0].mean(0)
         profile = (profile / profile.max().clamp(min=1e-8)).tolist()
         strongest = PITCH_CLASSES[max(range(12), key=profile.__getitem__)]
