@@ -299,7 +299,7 @@ pytest                                 # the core's conformance suite + the inst
 | `pyproject.toml` | the `musicembed` entry point (`${component} = "${module}"`) and the gin package data |
 | `${module}/__init__.py` | the encoder and the two hooks (`register_encoders`, `register_gin_folders`) |
 | `${module}/gin/runs/${component}.gin` | a run file, found by name once installed |
-| `tests/test_${component}.py` | `EncoderSuite` from `musicembed_core.testing` plus end-to-end checks |
+| `tests/test_${component}.py` | `EncoderSuite` and `GinFolderSuite` from `musicembed_core.testing` plus end-to-end checks |
 
 ## Make it yours
 
@@ -327,9 +327,10 @@ import math
 
 import pytest
 import torch
+import ${module}
 from ${module} import ${cls}
 
-from musicembed_core.testing import EncoderSuite, run_cli
+from musicembed_core.testing import EncoderSuite, GinFolderSuite, run_cli
 
 
 class Test${cls}(EncoderSuite):
@@ -340,6 +341,14 @@ class Test${cls}(EncoderSuite):
     @pytest.fixture
     def encoder(self):
         return ${cls}(window_seconds=2.0)
+
+
+class TestGinFiles(GinFolderSuite):
+    """The gin folder is declared, each file has a header, parses by name, runs build."""
+
+    plugin = "${component}"
+    package = ${module}
+    expected = {"runs/${component}.gin"}
 
 
 def tone(enc: ${cls}, hz: float) -> torch.Tensor:

@@ -75,7 +75,7 @@ def test_generated_plugin_installs_passes_its_tests_and_is_listed(tmp_path):
         capture_output=True, text=True, cwd=root, env=env, timeout=600,
     )
     assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-2000:]
-    assert "12 passed" in tests.stdout, tests.stdout[-2000:]  # 8 suite checks + 4 of its own
+    assert "15 passed" in tests.stdout, tests.stdout[-2000:]  # 8 encoder + 3 gin suite checks + 4 own
 
     listed = {p["name"]: p for p in json.loads(run_cli("plugins", "--json", env=env, cwd=build).stdout)}
     demo = listed["demo_stats"]

@@ -5,7 +5,8 @@
 * fixtures (``musicembed_core.testing.pytest_plugin``, loaded automatically through
   the ``pytest11`` entry point): clean gin, ``register_plugin``, ``offline_hub``,
   ``hub_cache``, ``example_dir``, ``musicembed_manager``;
-* suites to subclass: :class:`EncoderSuite`, :class:`ExporterSuite`, :class:`SinkSuite`
+* suites to subclass: :class:`EncoderSuite`, :class:`ExporterSuite`, :class:`SinkSuite`,
+  :class:`GinFolderSuite`
   (imported on first use: importing this package stays cheap).
 
 See docs/plugin-authoring.md, "Test it with the conformance kit".
@@ -25,6 +26,7 @@ else:
         "musicembed_core.testing.encoder_suite",
         "musicembed_core.testing.exporter_suite",
         "musicembed_core.testing.sink_suite",
+        "musicembed_core.testing.gin_suite",
     )
 
 from .helpers import (  # noqa: E402
@@ -40,6 +42,7 @@ _SUITES = {
     "EncoderSuite": "encoder_suite",
     "ExporterSuite": "exporter_suite",
     "SinkSuite": "sink_suite",
+    "GinFolderSuite": "gin_suite",
 }
 
 
@@ -55,6 +58,7 @@ __all__ = [
     "REPO",
     "EncoderSuite",
     "ExporterSuite",
+    "GinFolderSuite",
     "SinkSuite",
     "make_fake_dist",
     "registered_plugin",

@@ -1,9 +1,7 @@
-"""The gin files this plugin ships (musicembed_mert/gin): declared through the
-register_gin_folders hook, each with a header, each run builds without weights."""
+"""The gin files this plugin ships (musicembed_mert/gin), checked by the conformance kit's
+GinFolderSuite; the MERT + music2vec run builds both scoped encoders without weights."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -11,23 +9,15 @@ import musicembed_mert
 from musicembed_core import ginconfig
 from musicembed_core.chain import EnricherChain
 from musicembed_core.runconfig import run_config
-
-GIN = Path(musicembed_mert.__file__).resolve().parent / "gin"
-FILES = sorted(GIN.rglob("*.gin"))
+from musicembed_core.testing import GinFolderSuite
 
 
-def test_the_gin_folder_is_declared_and_ships_the_variants(registered):
-    assert ("mert", GIN) in [(n, p.resolve()) for n, p in registered.gin_folders()]
-    names = {p.relative_to(GIN).as_posix() for p in FILES}
-    assert {"encoders/mert_v0.gin", "encoders/mert_v1_95m.gin", "encoders/mert_v1_330m.gin",
-            "runs/mert330m_76800.gin", "runs/mert_music2vec.gin"} <= names
-
-
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(GIN).as_posix())
-def test_gin_file_has_a_header(path):
-    """T5X-style: each file opens with comments saying what it is and what to override."""
-    first = path.read_text().lstrip().splitlines()[0]
-    assert first.startswith("#"), f"{path} should start with a comment header"
+class TestGinFiles(GinFolderSuite):
+    plugin = "mert"
+    package = musicembed_mert
+    expected = {"encoders/mert_v0.gin", "encoders/mert_v1_95m.gin", "encoders/mert_v1_330m.gin",
+                "runs/mert330m_76800.gin", "runs/mert_music2vec.gin"}
+    requires = {"runs/mert_music2vec.gin": "music2vec"}
 
 
 def test_mert_music2vec_run_parses_with_two_scoped_encoders(registered, tmp_path, monkeypatch):

@@ -85,13 +85,3 @@ def tiny(tmp_path_factory, hub_cache) -> Tiny:
 def offline(tiny, offline_hub) -> Tiny:
     """The tiny checkpoints' HF cache, offline, read by the real repo-id path."""
     return tiny
-
-
-@pytest.fixture
-def clean_gin():
-    """No gin bindings leak into or out of a test."""
-    import gin
-
-    gin.clear_config(clear_constants=True)
-    yield
-    gin.clear_config(clear_constants=True)

@@ -4,40 +4,28 @@ by name."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import musicembed_music2vec
 from musicembed_core import ginconfig
-from musicembed_core.plugins import get_manager
+from musicembed_core.testing import GinFolderSuite
 
-GIN = Path(musicembed_music2vec.__file__).resolve().parent / "gin"
-FILES = sorted(GIN.rglob("*.gin"))
+
+class TestGinFiles(GinFolderSuite):
+    plugin = "music2vec"
+    package = musicembed_music2vec
+    expected = {"encoders/music2vec.gin"}
 
 
 @pytest.fixture
-def manager():
-    mgr = get_manager()
-    if "music2vec" not in mgr.plugins:
+def manager(musicembed_manager):
+    if "music2vec" not in musicembed_manager.plugins:
         pytest.skip("musicembed-music2vec is not installed (pip install -e plugins/music2vec)")
-    ginconfig.register_components(mgr)
-    return mgr
+    ginconfig.register_components(musicembed_manager)
+    return musicembed_manager
 
 
-def test_the_gin_folder_is_declared(manager):
-    assert ("music2vec", GIN) in [(n, p.resolve()) for n, p in manager.gin_folders()]
-    assert (GIN / "encoders" / "music2vec.gin") in FILES
-
-
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(GIN).as_posix())
-def test_gin_file_has_a_header(path):
-    """T5X-style: each file opens with comments saying what it is and what to override."""
-    first = path.read_text().lstrip().splitlines()[0]
-    assert first.startswith("#"), f"{path} should start with a comment header"
-
-
-def test_encoder_file_provides_the_scoped_macro(manager, tmp_path, clean_gin):
+def test_encoder_file_provides_the_scoped_macro(manager, tmp_path):
     run = tmp_path / "run.gin"
     run.write_text("include 'encoders/music2vec.gin'\ninclude 'enrichers/mean.gin'\n"
                    "embedding.encoder = %MUSIC2VEC\nembedding.enrichers = %MEAN\n")
