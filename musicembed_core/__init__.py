@@ -43,6 +43,7 @@ from .errors import (
 from .geometry import Geometry
 from .hookspecs import hookimpl
 from .filters import MetadataFilter, parse_filter
+from .sinkkit import __all__ as _sinkkit_all
 from .sinkkit import (
     METRICS,
     RecordBatch,
@@ -105,18 +106,6 @@ __all__ = [
     "TextProjector",
     "check_projector",
     "hookimpl",
-    # sink helpers (musicembed_core.sinkkit, musicembed_core.filters)
-    "METRICS",
-    "MetadataFilter",
-    "RecordBatch",
-    "check_stored_space",
-    "exact_rerank",
-    "exact_scores",
-    "exact_search",
-    "parse_filter",
-    "sink_not_found",
-    "space_record",
-    "stack_records",
-    "unit_rows",
     "__version__",
+    *_sinkkit_all,  # sink helpers (musicembed_core.sinkkit, musicembed_core.filters)
 ]
