@@ -58,39 +58,62 @@ DEFAULT_BLOCK_FRAMES = 262144
 # --------------------------------------------------------------------------- listing
 
 
-def find_audio_files(root: str | os.PathLike) -> list[pathlib.Path]:
+def find_audio_files(
+    root: str | os.PathLike, skipped: list[tuple[str, str]] | None = None
+) -> list[pathlib.Path]:
     """Audio files under ``root`` (recursive, sorted), by extension (case-insensitive).
 
     Hidden files and folders (name starting with ``.``) below ``root`` are
     skipped; symlinked folders are followed once. A ``root`` that is a file is
     returned as ``[root]`` whatever its extension: the user named it explicitly,
-    and decoding will say clearly if it is not audio.
+    and decoding will say clearly if it is not audio. ``skipped`` (if given)
+    receives ``(path, reason)`` for symlink loops, dangling symlinks and folders
+    that cannot be read.
     """
+
+    def skip(path: str, reason: str) -> None:
+        if skipped is not None:
+            skipped.append((path, reason))
+
     root_path = pathlib.Path(root)
     if root_path.is_file():
         return [root_path]
     if not root_path.is_dir():
         raise FileNotFoundError(f"{root_path}: no such file or folder")
     found: list[pathlib.Path] = []
-    seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root_path, followlinks=True):
+    seen: dict[tuple[int, int], str] = {}
+
+    def walk_error(err: OSError) -> None:
+        skip(str(err.filename or root_path), f"cannot read this folder: {err.strerror or err}")
+
+    for dirpath, dirnames, filenames in os.walk(root_path, followlinks=True, onerror=walk_error):
         try:
             st = os.stat(dirpath)
             key = (st.st_dev, st.st_ino)
-        except OSError:
+        except OSError as exc:
+            skip(dirpath, f"cannot read this folder: {exc.strerror or exc}")
             dirnames[:] = []
             continue
-        if key in seen:  # symlink loop
+        if key in seen:  # a symlink loop, or a second link to a folder already walked
+            skip(dirpath, f"symbolic link to a folder already searched ({seen[key]}): "
+                          "not followed again (a link loop?)")
             dirnames[:] = []
             continue
-        seen.add(key)
+        seen[key] = dirpath
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         base = pathlib.Path(dirpath)
         for name in filenames:
             if name.startswith("."):
                 continue
+            p = base / name
+            if os.path.islink(p) and not p.exists():
+                try:
+                    target = os.readlink(p)
+                except OSError:
+                    target = "?"
+                skip(str(p), f"dangling symbolic link (points to {target!r}, which does not exist)")
+                continue
             if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
-                p = base / name
                 if p.is_file():
                     found.append(p)
     return sorted(found)

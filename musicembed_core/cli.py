@@ -114,8 +114,9 @@ def _run_config(gin_files: tuple[str, ...], gin_params: tuple[str, ...]) -> Any:
     ginconfig.parse(gin_files, gin_params)
     try:
         return run_config()
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(ginconfig.explain(exc, get_manager())) from exc
+    except (ValueError, TypeError, RuntimeError) as exc:
+        # RuntimeError: gin's "Required bindings for `run` not provided" (e.g. an empty file)
+        raise ConfigError(ginconfig.explain(exc, get_manager(), gin_files)) from exc
 
 
 @main.command(context_settings=CONTEXT)

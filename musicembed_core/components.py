@@ -340,7 +340,21 @@ class Exporter(Component):
         return {}
 
     def write(self, records: Sequence[Record]) -> None:
+        """Store records; an id written again replaces it.
+
+        A record the output cannot store (a non-finite vector, a wrong dim, an id
+        it cannot encode) raises an exception naming the id; the output stays
+        usable. The runner then isolates that record by splitting the batch, so
+        one bad record never blocks the others.
+        """
         raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make every record written so far durable (it survives kill -9 and shows
+        in ``known()`` after a reopen). The runner calls it every
+        ``run.flush_every_tracks`` tracks or ``run.flush_every_seconds``, whichever
+        comes first, so a killed run redoes at most that much work. Default: nothing
+        to do (for outputs whose ``write`` is already durable)."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -542,8 +556,16 @@ class Sink(Component):
 
     def upsert(self, records: Sequence[Record]) -> None:
         """Insert or replace by ``record.id`` (``vector``, ``content_hash``, ``metadata``;
-        ``frames`` is ignored). A batch repeating an id keeps its last record."""
+        ``frames`` is ignored). A batch repeating an id keeps its last record.
+
+        A batch with a record the store refuses raises (naming the id when it can) and
+        leaves the sink usable; the runner splits the batch to isolate that record."""
         raise NotImplementedError
+
+    def flush(self) -> None:
+        """Make every upserted record durable (survives kill -9, counted by ``known()``
+        after a reopen). Called by the runner at a bounded interval (see
+        :meth:`Exporter.flush`). Default: nothing (``upsert`` already durable)."""
 
     def search(
         self, vectors: "np.ndarray", k: int = 10, filter: str | None = None

@@ -14,6 +14,7 @@ import logging
 import re
 import shlex
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import gin
@@ -175,7 +176,8 @@ class _QuietGinSearch(logging.Filter):
         return not str(record.msg).startswith("Path not found")
 
 
-def explain(exc: BaseException, manager: PluginManager | None = None) -> str:
+def explain(exc: BaseException, manager: PluginManager | None = None,
+            gin_files: Sequence[str] = ()) -> str:
     """Turn a gin exception into a message that names the binding and the fix."""
     msg = str(exc)
     m = _NO_CONFIGURABLE.search(msg)
@@ -213,6 +215,30 @@ def explain(exc: BaseException, manager: PluginManager | None = None) -> str:
             f"{', '.join(params) or '(none)'}.\n(gin said: {msg})"
         )
     if "Required bindings" in msg or "REQUIRED" in msg:
+        m = re.search(r"Required bindings for `([^`]+)` not provided in config: \[([^\]]*)\]", msg)
+        def label(f: str) -> str:
+            path = Path(f)
+            empty = path.is_file() and not any(
+                line.strip() and not line.lstrip().startswith("#")
+                for line in path.read_text(errors="replace").splitlines()
+            )
+            return f"{f} (which is empty)" if empty else f
+
+        files = ", ".join(label(f) for f in gin_files) if gin_files else "the command line"
+        if m:
+            selector = m.group(1)
+            names = [n.strip(" '\"") for n in m.group(2).split(",") if n.strip()]
+            bindings = ", ".join(f"{selector}.{n}" for n in names)
+            example = (
+                "--gin_file runs/quickstart.gin (a complete run: `musicembed gin show "
+                "runs/quickstart.gin`)" if selector == "run" else
+                f"--gin_param '{selector}.{names[0] if names else 'PARAM'}=VALUE'"
+            )
+            return (
+                f"{files} does not set {bindings}: a run needs them. Start from a complete run "
+                f"file, e.g. {example}, or set each with --gin_param "
+                f"'{selector}.{names[0] if names else 'PARAM'}=...'.\n(gin said: {msg})"
+            )
         return f"{msg}\nSet it in a gin file or with --gin_param 'NAME.PARAM=VALUE'."
     return f"gin configuration error: {msg}"
 

@@ -246,6 +246,7 @@ class Embedder:
 
         job = track.job
         try:
+            check_id(job.id)
             digest, st = self.hash_cache.hash(job.path)
             track.content_hash = digest
             track.needed = [self.known[e].get(job.id) != digest for e in range(len(self.embeddings))]
@@ -388,6 +389,9 @@ class Embedder:
             except Exception as exc:  # noqa: BLE001
                 return Result(track.job, "failed", track.content_hash,
                               error=f"enricher chain failed: {type(exc).__name__}: {exc}")
+            bad = non_finite(res, self.embeddings)
+            if bad:
+                return Result(track.job, "failed", track.content_hash, error=bad)
             return res
 
         def run(e: int, items: list[tuple[_Track, int, np.ndarray]]) -> Iterator[Result]:
@@ -458,8 +462,47 @@ class Embedder:
                     item[1].failed = item[1].failed or "run interrupted"
 
 
-def jobs_for(source: str | os.PathLike, limit: int | None = None) -> list[Job]:
-    """Every audio file under ``source`` with its stable id (path relative to source)."""
+def check_id(track_id: str) -> None:
+    """Track ids are stored as UTF-8 by every output: a file name that is not valid
+    UTF-8 (``os.fsdecode`` keeps its bytes as lone surrogates) fails that one file."""
+    try:
+        track_id.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = track_id.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise AudioDecodeError(
+            f"the file name '{shown}' is not valid UTF-8, and track ids are stored as UTF-8 "
+            "text by every output: rename it to UTF-8 (e.g. `convmv -f latin1 -t utf8 "
+            "--notest -r FOLDER`), then run again"
+        ) from None
+
+
+def non_finite(res: "Result", embeddings: Sequence[PreparedEmbedding]) -> str | None:
+    """Why a track's vectors (or stored frames) cannot be stored: NaN or infinite values.
+
+    Checked on the vectors, after the whole chain: a NaN anywhere in the decoded audio
+    or in the model's output ends up there, and no output ever sees it.
+    """
+    for e, vec in res.vectors.items():
+        frames = res.frames.get(e)
+        for what, arr in (("track vector", vec), ("frames", frames)):
+            if arr is not None and not np.isfinite(arr).all():
+                n = int(arr.size - np.isfinite(arr).sum())
+                return (
+                    f"the {what} of embedding {embeddings[e].name!r} holds {n} non-finite "
+                    "value(s) (NaN/Inf): the decoded audio has NaN or infinite samples, or the "
+                    "encoder overflowed. Nothing was stored for this file."
+                )
+    return None
+
+
+def jobs_for(
+    source: str | os.PathLike, limit: int | None = None,
+    skipped: list[tuple[str, str]] | None = None,
+) -> list[Job]:
+    """Every audio file under ``source`` with its stable id (path relative to source).
+
+    ``skipped`` receives ``(path, reason)`` for what the search passed over
+    (symlink loops, dangling links, unreadable folders)."""
     from .audio import find_audio_files
 
     root = Path(source).expanduser()
@@ -467,7 +510,7 @@ def jobs_for(source: str | os.PathLike, limit: int | None = None) -> list[Job]:
         from .errors import MusicembedError
 
         raise MusicembedError(f"run.source {str(root)!r} does not exist")
-    files = find_audio_files(root)
+    files = find_audio_files(root, skipped)
     if limit is not None:
         files = files[:limit]
     base = root if root.is_dir() else root.parent

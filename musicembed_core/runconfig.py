@@ -67,6 +67,8 @@ class RunConfig:
     decode_workers: int = 2
     limit: int | None = None
     fail_fast: bool = False
+    flush_every_tracks: int = 64
+    flush_every_seconds: float = 30.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,6 +83,8 @@ def run_config(
     decode_workers: int = 2,
     limit: int | None = None,
     fail_fast: bool = False,
+    flush_every_tracks: int = 64,
+    flush_every_seconds: float = 30.0,
 ) -> RunConfig:
     """A run: embed every audio file under ``source``.
 
@@ -95,6 +99,9 @@ def run_config(
       decode_workers: files decoded in parallel (threads).
       limit: embed at most this many files (for trying a config quickly).
       fail_fast: stop at the first failed file instead of recording it.
+      flush_every_tracks, flush_every_seconds: make every output durable (its
+        ``flush()``) after this many embedded tracks or seconds, whichever comes
+        first; a killed run redoes at most that much work.
     """
     specs = list(embeddings)
     if not specs:
@@ -113,6 +120,11 @@ def run_config(
         )
     if batch_size < 1 or decode_workers < 1:
         raise ConfigError("run.batch_size and run.decode_workers must be >= 1")
+    if int(flush_every_tracks) < 1 or float(flush_every_seconds) <= 0:
+        raise ConfigError(
+            f"run.flush_every_tracks={flush_every_tracks!r} must be >= 1 and "
+            f"run.flush_every_seconds={flush_every_seconds!r} must be > 0"
+        )
     return RunConfig(
         source=str(source),
         embeddings=specs,
@@ -123,4 +135,6 @@ def run_config(
         decode_workers=int(decode_workers),
         limit=limit,
         fail_fast=bool(fail_fast),
+        flush_every_tracks=int(flush_every_tracks),
+        flush_every_seconds=float(flush_every_seconds),
     )

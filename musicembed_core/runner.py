@@ -22,14 +22,24 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .atomic import atomic_write_text
-from .components import Exporter, Record, Sink, check_projector
-from .errors import ConfigError, MusicembedError
+from .components import Record, check_projector
+from .errors import MusicembedError
+from .outputs import (
+    DiskFullError,
+    FlushPolicy,
+    OutputSet,
+    Refusal,
+    close_outputs,
+    disk_full_cause,
+    flush_outputs,
+    known_everywhere,
+    open_outputs,
+    open_sink,  # noqa: F401 - re-exported: search opens sinks the same way
+)
 from .pipeline import Embedder, HashCache, PreparedEmbedding, Result, jobs_for
 from .runconfig import RunConfig
 
 log = logging.getLogger("musicembed")
-
-SINK_FLUSH = 256
 
 
 @dataclass
@@ -53,6 +63,13 @@ class RunSummary:
     interrupted: bool = False
     embeddings: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """Paths not embedded and why (symlink loops, dangling links)."""
+    refused: list[dict[str, str]] = field(default_factory=list)
+    """Records an output would not store: {output, id, reason}."""
+    error: str | None = None
+    """The error that stopped the run, if any (disk full, a broken output)."""
+    refused_ids: set[str] = field(default_factory=set, repr=False)
 
     @property
     def realtime_factor(self) -> float:
@@ -60,144 +77,54 @@ class RunSummary:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("refused_ids", None)
         d["realtime_factor"] = round(self.realtime_factor, 2)
         d["audio_seconds"] = round(self.audio_seconds, 3)
         d["wall_seconds"] = round(self.wall_seconds, 3)
         return d
 
 
-def _output_path(exporter: Exporter, output_dir: Path, name: str) -> str:
-    ext = getattr(exporter, "extension", None) or f".{exporter.name}"
-    if exporter.path:
-        return str(exporter.path).format(embedding=name, output_dir=output_dir)
-    return str(output_dir / f"{name}{ext}")
-
-
-@dataclass
-class _Outputs:
-    exporters: list[Exporter]
-    sinks: list[Sink]
-    paths: list[str]
-    pending: list[list[Record]]
-    """Per sink: records waiting for the next ``upsert`` (flushed every SINK_FLUSH)."""
-
-
-def open_outputs(
-    cfg: RunConfig, prepared: Sequence[PreparedEmbedding], output_dir: Path
-) -> list[_Outputs]:
-    """One fresh exporter/sink instance per embedding, opened on its space."""
-    opened: list[_Outputs] = []
-    try:
-        for p in prepared:
-            outs = _Outputs([], [], [], [])
-            opened.append(outs)
-            for template in cfg.exporters:
-                exp = copy.deepcopy(template)
-                path = _output_path(exp, output_dir, p.name)
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                exp.open(path, p.space)
-                outs.exporters.append(exp)
-                outs.paths.append(path)
-                if getattr(exp, "store_frames", False):
-                    p.keep_frames = True
-            for template in cfg.sinks:
-                sink, collection = open_sink(template, output_dir, p)
-                outs.sinks.append(sink)
-                outs.paths.append(f"{sink.name}:{collection}")
-                outs.pending.append([])
-    except BaseException:
-        close_outputs(opened)
-        raise
-    return opened
-
-
-SINK_LOCATION_ATTRS = ("path", "uri")
-
-
-def open_sink(
-    template: Sink, output_dir: Path, p: PreparedEmbedding, *, readonly: bool = False
-) -> tuple[Sink, str]:
-    """A fresh copy of a configured sink, opened on embedding ``p``'s space.
-
-    ``{output_dir}`` and ``{embedding}`` in the sink's ``path``/``uri`` are filled
-    in, so a local index can live beside the run's other outputs. The collection
-    is the sink's ``collection`` parameter, else the embedding's name.
-    ``readonly`` (``musicembed search``) creates nothing: no folder here, and the
-    sink raises :class:`~musicembed_core.errors.SinkNotFoundError` for a missing store.
-    """
-    sink = copy.deepcopy(template)
-    for attr in SINK_LOCATION_ATTRS:
-        value = getattr(sink, attr, None)
-        if isinstance(value, str) and "{" in value:
-            try:
-                filled = value.format(output_dir=output_dir, embedding=p.name)
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ConfigError(
-                    f"sinks.{sink.name}.{attr}={value!r}: only {{output_dir}} and {{embedding}} "
-                    f"can be filled in ({exc})"
-                ) from exc
-            setattr(sink, attr, filled)
-            if not readonly and (attr == "path" or "://" not in filled):
-                Path(filled).parent.mkdir(parents=True, exist_ok=True)
-    collection = getattr(sink, "collection", None) or p.name
-    sink.open(collection, p.space, readonly=readonly)
-    return sink, collection
-
-
-def close_outputs(opened: Sequence[_Outputs]) -> None:
-    errors: list[str] = []
-    for outs in opened:
-        for i, sink in enumerate(outs.sinks):
-            try:
-                _flush_sink(outs, i, force=True)
-                sink.close()
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"{sink.name}: {exc}")
-        for exp in outs.exporters:
-            try:
-                exp.close()
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"{exp.name}: {exc}")
-    if errors:
-        raise MusicembedError("closing outputs failed: " + "; ".join(errors))
-
-
-def _flush_sink(outs: _Outputs, i: int, force: bool = False) -> None:
-    pending = outs.pending[i]
-    if pending and (force or len(pending) >= SINK_FLUSH):
-        outs.sinks[i].upsert(list(pending))
-        pending.clear()
-
-
-def known_everywhere(outs: _Outputs) -> Mapping[str, str]:
-    """ids every output of one embedding holds with the same content hash."""
-    maps = [dict(x.known()) for x in (*outs.exporters, *outs.sinks)]
-    if not maps:
-        return {}
-    first, rest = maps[0], maps[1:]
-    return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
+class StopRequested(BaseException):
+    """SIGINT/SIGTERM while the run is starting: nothing is written yet, so stop now."""
 
 
 class GracefulStop:
-    """SIGINT/SIGTERM ask the run to stop between tracks, so outputs and summary agree.
+    """SIGINT/SIGTERM end the run cleanly, whatever it is doing, so outputs and summary agree.
 
-    A second Ctrl-C aborts at once (KeyboardInterrupt). Only installed from the
-    main thread; elsewhere it is inert.
+    * ``starting`` (reading the config, opening outputs, loading models): nothing
+      has been written, so the signal stops the run at once (:class:`StopRequested`).
+    * ``running``: the run stops between tracks; a second Ctrl-C aborts at once
+      (KeyboardInterrupt), and the outputs are still flushed and closed.
+    * ``finishing`` (the final flush and close of every output, the summary): the
+      signal is noted and the final write completes; then the run exits 130.
+
+    Only installed from the main thread; elsewhere it is inert.
     """
 
     def __init__(self, console: Any) -> None:
         self.console = console
         self.requested = False
+        self.phase = "starting"
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        first = not self.requested
         self.requested = True
-        self.console.print(
-            "[yellow]stopping after the tracks in progress are written "
-            "(Ctrl-C again to abort at once)[/yellow]"
-        )
+        if self.phase == "starting":
+            raise StopRequested(signum)
+        if self.phase == "finishing":
+            self.console.print(
+                "[yellow]finishing the final write of the outputs, then stopping "
+                "(interrupting it would only make the next run redo it)[/yellow]"
+            )
+            return
+        if not first and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if first:
+            self.console.print(
+                "[yellow]stopping after the tracks in progress are written "
+                "(Ctrl-C again to abort at once)[/yellow]"
+            )
 
     def __enter__(self) -> "GracefulStop":
         if threading.current_thread() is threading.main_thread():
@@ -257,7 +184,13 @@ def execute(
     operative_config: str | None = None,
     plugins: list[dict[str, Any]] | None = None,
 ) -> RunSummary:
-    """Run the whole job; write summary.json, the operative config and the plugin list."""
+    """Run the whole job; write summary.json, the operative config and the plugin list.
+
+    SIGINT/SIGTERM at any point end it cleanly (see :class:`GracefulStop`): the
+    returned summary then has ``interrupted`` set. A full disk raises
+    :class:`~musicembed_core.outputs.DiskFullError` after everything that could be
+    closed was closed and the summary written (when there was room for it).
+    """
     from rich.console import Console
 
     console = console or Console(stderr=True)
@@ -269,30 +202,49 @@ def execute(
         output_dir=str(output_dir),
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    jobs = jobs_for(cfg.source, cfg.limit)
-    summary.files_total = len(jobs)
-    if not jobs:
-        # Nothing to embed: say so loudly and write no (empty) vector outputs.
-        from .audio import AUDIO_EXTENSIONS
+    with GracefulStop(console) as stop:
+        try:
+            skipped: list[tuple[str, str]] = []
+            jobs = jobs_for(cfg.source, cfg.limit, skipped=skipped)
+            summary.files_total = len(jobs)
+            summary.skipped = [{"path": p, "reason": r} for p, r in skipped]
+            if not jobs:
+                # Nothing to embed: say so loudly and write no (empty) vector outputs.
+                from .audio import AUDIO_EXTENSIONS
 
-        summary.warnings.append(
-            f"no audio files found under {cfg.source!r} (looked recursively for "
-            f"{', '.join(sorted(AUDIO_EXTENSIONS))}): nothing was embedded and no output was "
-            "written. Check run.source (e.g. --gin_param 'run.source=\"/path/to/Music\"')."
-        )
-        summary.wall_seconds = time.perf_counter() - started
+                summary.warnings.append(
+                    f"no audio files found under {cfg.source!r} (looked recursively for "
+                    f"{', '.join(sorted(AUDIO_EXTENSIONS))}): nothing was embedded and no output "
+                    "was written. Check run.source (e.g. --gin_param "
+                    "'run.source=\"/path/to/Music\"')."
+                )
+                summary.wall_seconds = time.perf_counter() - started
+                with OutputLock(output_dir):
+                    _write_run_files_safely(output_dir, summary, operative_config, plugins, console)
+                return summary
+            prepared = [PreparedEmbedding.build(s) for s in cfg.embeddings]
+            for p in prepared:  # a projector bound to the wrong space is refused before any work
+                if p.spec.projector is not None:
+                    check_projector(p.spec.projector, p.space)
+        except StopRequested:
+            return _stopped_while_starting(summary, started, output_dir, operative_config,
+                                           plugins, console)
         with OutputLock(output_dir):
-            write_run_files(output_dir, summary, operative_config, plugins)
-        return summary
-    prepared = [PreparedEmbedding.build(s) for s in cfg.embeddings]
-    for p in prepared:  # a projector bound to the wrong space is refused before any work
-        if p.spec.projector is not None:
-            check_projector(p.spec.projector, p.space)
+            return _execute_locked(
+                cfg, jobs, prepared, output_dir, summary, started, console, show_progress,
+                operative_config, plugins, stop,
+            )
+
+
+def _stopped_while_starting(summary: RunSummary, started: float, output_dir: Path,
+                            operative_config: str | None, plugins: list[dict[str, Any]] | None,
+                            console: Any) -> RunSummary:
+    summary.interrupted = True
+    summary.wall_seconds = time.perf_counter() - started
+    console.print("[yellow]stopped while starting: nothing was written[/yellow]")
     with OutputLock(output_dir):
-        return _execute_locked(
-            cfg, jobs, prepared, output_dir, summary, started, console, show_progress,
-            operative_config, plugins,
-        )
+        _write_run_files_safely(output_dir, summary, operative_config, plugins, console)
+    return summary
 
 
 def _execute_locked(
@@ -306,55 +258,99 @@ def _execute_locked(
     show_progress: bool,
     operative_config: str | None,
     plugins: list[dict[str, Any]] | None,
+    stop: GracefulStop,
 ) -> RunSummary:
-    opened = open_outputs(cfg, prepared, output_dir)
-    for p, outs in zip(prepared, opened):
-        summary.embeddings.append(
-            {
-                "name": p.name,
-                "encoder": p.encoder.name,
-                "dim": p.space.dim,
-                "space_hash": p.space.hash,
-                "outputs": outs.paths,
-            }
-        )
+    opened: list[OutputSet] = []
     cache = HashCache(output_dir / ".musicembed-hashes.json")
-    embedder = Embedder(
-        prepared,
-        batch_size=cfg.batch_size,
-        decode_workers=cfg.decode_workers,
-        hash_cache=cache,
-        known=[known_everywhere(o) for o in opened],
-    )
+    failure: BaseException | None = None
     try:
-        if jobs:
-            with console.status("loading encoders..."):
-                embedder.load()
-        with GracefulStop(console) as stop:
-            _consume(embedder, jobs, prepared, opened, summary, cfg, console, show_progress, stop)
+        opened = open_outputs(cfg, prepared, output_dir)
+        for p, outs in zip(prepared, opened):
+            summary.embeddings.append(
+                {
+                    "name": p.name,
+                    "encoder": p.encoder.name,
+                    "dim": p.space.dim,
+                    "space_hash": p.space.hash,
+                    "outputs": outs.paths,
+                }
+            )
+        embedder = Embedder(
+            prepared,
+            batch_size=cfg.batch_size,
+            decode_workers=cfg.decode_workers,
+            hash_cache=cache,
+            known=[known_everywhere(o) for o in opened],
+        )
+        with console.status("loading encoders..."):
+            embedder.load()
+        stop.phase = "running"
+        policy = FlushPolicy(cfg.flush_every_tracks, cfg.flush_every_seconds)
+        _consume(embedder, jobs, prepared, opened, summary, cfg, console, show_progress, stop, policy)
+    except StopRequested:
+        summary.interrupted = True
+        console.print("[yellow]stopped while starting: nothing was embedded[/yellow]")
     except KeyboardInterrupt:
         summary.interrupted = True
         console.print("[yellow]aborted: keeping what was written, finishing the output files[/yellow]")
+    except BaseException as exc:  # noqa: BLE001 - close outputs and write the summary first
+        failure = exc
     finally:
+        stop.phase = "finishing"
         try:
-            close_outputs(opened)
-        finally:
+            _note_refusals(close_outputs(opened), summary)
+        except BaseException as exc:  # noqa: BLE001
+            failure = failure or exc
+        try:
             cache.save()
-            summary.wall_seconds = time.perf_counter() - started
-            write_run_files(output_dir, summary, operative_config, plugins)
+        except OSError as exc:  # a full disk: the real error is the output's, said below
+            log.warning("could not save the hash cache (%s); the next run re-hashes files", exc)
+        summary.interrupted = summary.interrupted or stop.requested
+        summary.wall_seconds = time.perf_counter() - started
+        if failure is not None:
+            summary.error = str(failure)
+        _write_run_files_safely(output_dir, summary, operative_config, plugins, console)
+    if failure is not None:
+        cause = disk_full_cause(failure)
+        if cause is not None and not isinstance(failure, DiskFullError):
+            raise DiskFullError(
+                f"disk full: {cause.strerror} ({cause.filename or output_dir}). What was written "
+                "before is intact; free some space and run the same command again."
+            ) from failure
+        raise failure
     return summary
+
+
+def _write_run_files_safely(output_dir: Path, summary: RunSummary, operative_config: str | None,
+                            plugins: list[dict[str, Any]] | None, console: Any) -> None:
+    try:
+        write_run_files(output_dir, summary, operative_config, plugins)
+    except OSError as exc:
+        console.print(f"[yellow]could not write {output_dir / 'summary.json'}: {exc}[/yellow]")
+
+
+def _note_refusals(refusals: Sequence[Refusal], summary: RunSummary) -> None:
+    """Records an output refused: the file counts as failed, with the output named."""
+    for r in refusals:
+        summary.refused.append({"output": r.output, "id": r.id, "reason": r.reason})
+        if r.id not in summary.refused_ids:
+            summary.refused_ids.add(r.id)
+            summary.files_ok -= 1
+            summary.files_failed += 1
+            summary.failures.append(Failure(r.id, f"refused by {r.output}: {r.reason}"))
 
 
 def _consume(
     embedder: Embedder,
     jobs: list,
     prepared: Sequence[PreparedEmbedding],
-    opened: Sequence[_Outputs],
+    opened: Sequence[OutputSet],
     summary: RunSummary,
     cfg: RunConfig,
     console: Any,
     show_progress: bool,
     stop: "GracefulStop",
+    policy: FlushPolicy,
 ) -> None:
     from rich.progress import (
         BarColumn,
@@ -382,6 +378,11 @@ def _consume(
         task = progress.add_task("embed", total=len(jobs), rt="")
         for res in embedder.embed(jobs):
             _handle(res, prepared, opened, summary)
+            if res.status == "ok":
+                policy.track_done()
+            if policy.due():
+                _note_refusals(flush_outputs(opened), summary)
+                policy.flushed()
             elapsed = time.perf_counter() - t0
             rt = f"{summary.audio_seconds / elapsed:.1f}x realtime" if elapsed > 0 else ""
             progress.update(task, advance=1, rt=rt)
@@ -393,7 +394,7 @@ def _consume(
 
 
 def _handle(
-    res: Result, prepared: Sequence[PreparedEmbedding], opened: Sequence[_Outputs], summary: RunSummary
+    res: Result, prepared: Sequence[PreparedEmbedding], opened: Sequence[OutputSet], summary: RunSummary
 ) -> None:
     if res.status == "skipped":
         summary.files_skipped += 1
@@ -403,6 +404,8 @@ def _handle(
         summary.failures.append(Failure(str(res.job.path), res.error or "unknown error"))
         log.info("failed: %s: %s", res.job.path, res.error)
         return
+    summary.files_ok += 1
+    summary.audio_seconds += res.seconds
     for e, vec in res.vectors.items():
         rec = Record(
             id=res.job.id,
@@ -411,16 +414,8 @@ def _handle(
             metadata=dict(res.metadata),
             frames=res.frames.get(e),
         )
-        outs = opened[e]
-        for exp in outs.exporters:
-            exp.write([rec])
-        if outs.sinks:
-            queued = dataclasses.replace(rec, frames=None)  # sinks store vectors, not frames
-            for i in range(len(outs.sinks)):
-                outs.pending[i].append(queued)
-                _flush_sink(outs, i)
-    summary.files_ok += 1
-    summary.audio_seconds += res.seconds
+        for writer in opened[e].writers:
+            _note_refusals(writer.add(rec), summary)
 
 
 def write_run_files(
@@ -475,6 +470,13 @@ def print_summary(summary: RunSummary, console: Any) -> None:
         for f in summary.failures:
             ft.add_row(escape(f.path), escape(f.reason))
         console.print(ft)
+    if summary.skipped:
+        st = Table(title=f"{len(summary.skipped)} paths skipped", title_justify="left")
+        st.add_column("path", overflow="fold")
+        st.add_column("reason", overflow="fold")
+        for item in summary.skipped:
+            st.add_row(escape(item["path"]), escape(item["reason"]))
+        console.print(st)
     for warning in summary.warnings:
         console.print(f"[bold yellow]warning:[/bold yellow] {escape(warning)}", highlight=False)
     if summary.interrupted:
