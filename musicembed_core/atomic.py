@@ -17,6 +17,7 @@ Standard library only: cheap to import.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -29,6 +30,10 @@ __all__ = [
     "atomic_write_text",
     "clean_stale_temps",
     "commit",
+    "disk_full_error",
+    "ensure_free_space",
+    "free_bytes",
+    "is_disk_full",
     "fsync_dir",
     "fsync_file",
     "pid_alive",
@@ -175,3 +180,80 @@ def clean_stale_temps(directory: str | os.PathLike[str], prefix: str = "") -> li
     if removed:
         fsync_dir(directory)
     return removed
+
+
+# --------------------------------------------------------------------------- disk space
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+SPACE_MARGIN = 1 << 20
+"""Bytes kept free beyond an estimate by :func:`ensure_free_space` (plus 2 % of it)."""
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int | None:
+    """Bytes available to this user on the file system of ``path`` (or of its nearest
+    existing parent); None where that cannot be told."""
+    import shutil
+
+    p = os.path.abspath(os.fspath(path))
+    while True:
+        try:
+            return int(shutil.disk_usage(p).free)
+        except FileNotFoundError:
+            parent = os.path.dirname(p)
+            if parent == p:
+                return None
+            p = parent
+        except OSError:
+            return None
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "an unknown amount"
+    if n < 1 << 20:
+        return f"{n / 1024:.1f} KiB"
+    if n < 1 << 30:
+        return f"{n / (1 << 20):.1f} MiB"
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+def disk_full_error(who: str, path: str | os.PathLike[str], need: int | None, kept: str,
+                    free: int | None = None) -> OSError:
+    """The ``OSError(ENOSPC)`` an output raises when its data does not fit: it says which
+    output, which path, how much it needed and had, and what it kept."""
+    path = os.fspath(path)
+    if free is None:
+        free = free_bytes(path)
+    return OSError(
+        errno.ENOSPC,
+        f"{who}: disk full while writing {path}: it needs about {_size(need)}, "
+        f"{_size(free)} free. {kept} Free some space (or write to another disk) and rerun; "
+        f"what was kept is not redone",
+        path,
+    )
+
+
+def ensure_free_space(path: str | os.PathLike[str], need: int, who: str, kept: str) -> None:
+    """Raise :func:`disk_full_error` unless ``need`` bytes (plus a margin) fit beside ``path``.
+
+    Outputs call it before a large write, so a disk that is too full ends in a clear
+    error instead of a half-written file (or, in HDF5, a crash)."""
+    free = free_bytes(path)
+    if free is not None and need + SPACE_MARGIN + need // 50 > free:
+        raise disk_full_error(who, path, need, kept, free)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a full disk or quota,
+    including libraries that keep only the text (HDF5: ``errno = 28``; gRPC: ``[Errno 28]``)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if getattr(cur, "errno", None) in DISK_FULL_ERRNOS:
+            return True
+        text = str(cur)
+        if any(f"errno = {n}," in text or f"[Errno {n}]" in text for n in DISK_FULL_ERRNOS):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False

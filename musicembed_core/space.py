@@ -65,7 +65,8 @@ class EmbeddingSpace:
         return self.check_vector(record.id, record.vector)
 
     def check_vector(self, track_id: str, vector: Any) -> Any:
-        """``vector`` as float32 ``[dim]``, or a ValueError naming the track and both dims."""
+        """``vector`` as float32 ``[dim]``, or a ValueError naming the track and what is wrong
+        (a wrong dim: both dims; NaN or infinite values)."""
         import numpy as np
 
         vec = np.asarray(vector, dtype=np.float32)
@@ -73,6 +74,10 @@ class EmbeddingSpace:
             raise ValueError(
                 f"record {track_id!r}: vector has shape {tuple(vec.shape)} but the embedding "
                 f"space {self.hash} has dim {self.dim} (expected shape ({self.dim},))"
+            )
+        if not np.isfinite(vec).all():
+            raise ValueError(
+                f"record {track_id!r}: vector holds non-finite values (NaN/Inf); it is not stored"
             )
         return vec
 

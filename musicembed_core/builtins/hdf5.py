@@ -12,15 +12,25 @@ Layout of the main file (``format = "musicembed-hdf5"``, ``format_version = 1``)
     attrs: space (EmbeddingSpace JSON), space_hash, format, format_version, dim
 
 Crash safety: the main file is never modified in place, only replaced with
-``os.replace``. During a run, records are buffered and every
-``checkpoint_every`` records written as a complete *segment* file (same layout)
-in ``<path>.pending/`` -- temp name, fsync, atomic rename. A killed run
-therefore leaves the previous main file intact plus durable segments, which the
-next :meth:`Hdf5Exporter.open` reads so that :meth:`known` covers them.
-:meth:`Hdf5Exporter.close` consolidates main + segments (last write per id
-wins) into ``<path>.tmp-<pid>``, replaces the main file with it and only then
-deletes the segments; being killed in between merely repeats the (idempotent)
-consolidation next time.
+``os.replace``. During a run, records are buffered and, every
+``checkpoint_every`` records and at each :meth:`Hdf5Exporter.flush`, written as
+a complete *segment* file (same layout) in ``<path>.pending/`` -- temp name,
+fsync, atomic rename. A killed run therefore leaves the previous main file
+intact plus durable segments, which the next :meth:`Hdf5Exporter.open` reads so
+that :meth:`known` covers them. :meth:`Hdf5Exporter.close` consolidates main +
+segments (last write per id wins) into ``<path>.tmp-<pid>``, replaces the main
+file with it and only then deletes the segments; being killed in between merely
+repeats the (idempotent) consolidation next time.
+
+Disk full: HDF5 crashes the process (segmentation fault) when a write fails
+with ``ENOSPC`` inside the library, so HDF5 is never left to find out. Before
+each file is written its size is estimated and checked against the free space
+(:func:`musicembed_core.atomic.ensure_free_space`); files up to
+``_IMAGE_BYTES`` (segments, small outputs) are built in memory and written
+with plain Python I/O, so even a disk that fills up meanwhile only raises. A
+full disk ends in one ``OSError(ENOSPC)`` naming the output, the path, the
+bytes needed and free, and what was kept: the main file is untouched, the
+temporary file removed, the segments kept, and a rerun completes the work.
 
 numpy/h5py are imported inside functions: this module is imported when the
 plugin list is built, which must stay fast.
@@ -35,7 +45,15 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from ..atomic import atomic_path, clean_stale_temps, fsync_dir, json_default
+from ..atomic import (
+    atomic_path,
+    clean_stale_temps,
+    disk_full_error,
+    ensure_free_space,
+    fsync_dir,
+    is_disk_full,
+    json_default,
+)
 from ..components import Exporter, Record
 from ..errors import MusicembedError
 
@@ -53,6 +71,11 @@ _SEG_RE = re.compile(r"^seg-(\d+)-(\d+)\.h5$")
 _COMPRESSIONS = (None, "gzip", "lzf")
 _COPY_BYTES = 64 << 20
 """Upper bound on the bytes of vectors/frames held in memory while copying."""
+_NUMERIC = ("vectors", "frames", "frame_offset", "frame_count")
+_IMAGE_BYTES = 128 << 20
+"""Files estimated up to this size are built in memory (HDF5 core driver) and written
+with plain Python I/O, where a full disk is an ordinary OSError; larger ones are
+written by HDF5 itself after the free-space check."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -78,6 +101,28 @@ def _read_str(ds: Any, sel: Any = slice(None)) -> list[str]:
 
 def _frame_chunk_rows(layers: int, dim: int) -> int:
     return max(1, min(1024, (1 << 20) // max(1, layers * dim * 4)))
+
+
+def _chunked(rows: int, chunk: int) -> int:
+    """Rows allocated for ``rows`` in chunks of ``chunk`` (HDF5 allocates whole chunks)."""
+    return -(-rows // chunk) * chunk if rows else 0
+
+
+def estimate_bytes(
+    n: int, dim: int, total_frames: int, frame_shape: tuple[int, int] | None,
+    chunk_rows: int, str_bytes: int,
+) -> int:
+    """Upper estimate of the size of one uncompressed output file (see :class:`_Writer`)."""
+    chunk = max(1, min(chunk_rows, max(1, n)))
+    rows = _chunked(n, chunk)
+    size = 64 << 10  # superblock, object headers, attributes (the space JSON), B-trees
+    size += rows * dim * 4  # vectors
+    size += 3 * rows * 16 + str_bytes + 3 * (16 * n + 4096)  # vlen refs + global heaps
+    if frame_shape is not None:
+        layers, fdim = frame_shape
+        size += _chunked(total_frames, _frame_chunk_rows(layers, fdim)) * layers * fdim * 4
+        size += 2 * rows * 8  # frame_offset, frame_count
+    return size + 64 * (rows // chunk + 1) * 4  # chunk index entries
 
 
 def _check_format(f: Any, where: str) -> None:
@@ -109,6 +154,7 @@ class _Writer:
         frame_shape: tuple[int, int] | None,
         compression: str | None,
         chunk_rows: int,
+        in_memory: bool = False,
     ) -> None:
         import h5py
         import numpy as np
@@ -120,7 +166,12 @@ class _Writer:
         if frame_shape is not None:
             fr_chunk = (_frame_chunk_rows(*frame_shape), *frame_shape)
             cache += 2 * fr_chunk[0] * frame_shape[0] * frame_shape[1] * 4
-        self.f = h5py.File(path, "w", rdcc_nbytes=int(min(max(cache, 4 << 20), 1 << 30)))
+        rdcc = int(min(max(cache, 4 << 20), 1 << 30))
+        self.in_memory = in_memory
+        if in_memory:  # nothing reaches the disk until close() hands back the image
+            self.f = h5py.File(path, "w", driver="core", backing_store=False, rdcc_nbytes=rdcc)
+        else:
+            self.f = h5py.File(path, "w", rdcc_nbytes=rdcc)
         try:
             f = self.f
             f.attrs["format"] = FORMAT
@@ -189,14 +240,24 @@ class _Writer:
             self.frames[self.frame_row : self.frame_row + k] = frames
             self.frame_row += k
 
-    def close(self) -> None:
+    def close(self) -> bytes | None:
+        """Close the complete file; an in-memory one is returned as its bytes."""
         try:
             if self.row != self.n or self.frame_row != self.total_frames or self.frame_alloc != self.total_frames:
                 raise RuntimeError(  # pragma: no cover - internal consistency
                     f"HDF5 writer wrote {self.row}/{self.n} rows and {self.frame_row}/"
                     f"{self.total_frames} frames"
                 )
+            if self.in_memory:
+                self.f.flush()
+                return bytes(self.f.id.get_file_image())
+            return None
         finally:
+            self.f.close()
+
+    def abort(self) -> None:
+        """Close after a failure (the file is discarded): no consistency check."""
+        with contextlib.suppress(Exception):
             self.f.close()
 
 
@@ -279,6 +340,16 @@ class Hdf5Exporter(Exporter):
         rows = []
         for rec in records:
             vec = self._space.check_record(rec)
+            meta = dump_metadata(rec.metadata)
+            for what, text in (("id", rec.id), ("content_hash", rec.content_hash), ("metadata", meta)):
+                try:
+                    text.encode("utf-8", "surrogateescape")
+                except UnicodeEncodeError as exc:
+                    raise ValueError(
+                        f"record {rec.id!r}: its {what} holds {text[exc.start:exc.end]!r}, which "
+                        f"{self._file} cannot store (not text, nor a byte of an undecodable file "
+                        f"name); it is not stored"
+                    ) from None
             frames = None
             if self.store_frames and rec.frames is not None:
                 fr = np.asarray(rec.frames, dtype=np.float32)
@@ -293,13 +364,19 @@ class Hdf5Exporter(Exporter):
                         f"stores frames with [L, D] = {list(frame_shape)}"
                     )
                 frames = np.ascontiguousarray(fr.transpose(1, 0, 2))  # [F, L, D]
-            rows.append((rec.id, vec, rec.content_hash, dump_metadata(rec.metadata), frames))
+            rows.append((rec.id, vec, rec.content_hash, meta, frames))
         self._frame_shape = frame_shape
         self._buffer.extend(rows)
         for row in rows:
             self._known[row[0]] = row[2]
         if len(self._buffer) >= self.checkpoint_every:
             self._flush_segment()
+
+    def flush(self) -> None:
+        """Write the records buffered so far as one durable segment (see the module doc)."""
+        if self._closed:
+            raise RuntimeError("Hdf5Exporter.flush() called before open() or after close()")
+        self._flush_segment()
 
     def close(self) -> None:
         """Flush the buffer, then consolidate everything into the main file (atomic replace)."""
@@ -369,26 +446,27 @@ class Hdf5Exporter(Exporter):
         has_frames = self._frame_shape is not None
         counts = np.array([0 if r[4] is None else len(r[4]) for r in rows], np.int64)
 
-        if not os.path.isdir(self._pending):
-            os.makedirs(self._pending, exist_ok=True)
-            fsync_dir(os.path.dirname(os.path.abspath(self._pending)))
         seg = os.path.join(self._pending, f"seg-{self._next_seg:08d}-{os.getpid()}.h5")
-        with atomic_path(seg) as tmp:
-            w = _Writer(
-                tmp, self._space, len(rows), int(counts.sum()),
-                self._frame_shape if has_frames else None, self.compression,
-                min(self.chunk_rows, max(1, len(rows))),
+        frame_shape = self._frame_shape if has_frames else None
+        str_bytes = sum(len(r[0]) + len(r[2]) + len(r[3].encode("utf-8", "surrogateescape")) for r in rows)
+
+        def fill(w: _Writer) -> None:
+            w.add_rows(
+                [r[0] for r in rows], np.stack([r[1] for r in rows]), [r[2] for r in rows],
+                [r[3] for r in rows], counts if has_frames else None,
             )
-            try:
-                w.add_rows(
-                    [r[0] for r in rows], np.stack([r[1] for r in rows]), [r[2] for r in rows],
-                    [r[3] for r in rows], counts if has_frames else None,
-                )
-                stacks = [r[4] for r in rows if r[4] is not None]
-                if stacks:
-                    w.add_frames(np.concatenate(stacks))
-            finally:
-                w.close()
+            stacks = [r[4] for r in rows if r[4] is not None]
+            if stacks:
+                w.add_frames(np.concatenate(stacks))
+
+        kept = (
+            f"None of the {len(rows)} records written since the last flush was stored (they stay "
+            f"buffered); {self._file if os.path.exists(self._file) else 'the output'} and the "
+            f"{len(self._segments)} segment(s) in {self._pending} are intact."
+        )
+        self._write_file(seg, len(rows), int(counts.sum()), frame_shape,
+                         min(self.chunk_rows, max(1, len(rows))), str_bytes, fill, kept,
+                         make_dir=True)
         self._segments.append(seg)
         self._next_seg += 1
         self._buffer.clear()
@@ -403,11 +481,17 @@ class Hdf5Exporter(Exporter):
         winner: dict[str, tuple[int, int]] = {}
         sizes: list[int] = []
         counts: list["np.ndarray | None"] = []
+        on_disk = 0  # bytes of all sources
+        other = 0  # their bytes beside the numeric arrays: strings, heaps, structure
         for si, src in enumerate(sources):
             with h5py.File(src, "r") as f:
                 ids = _read_str(f["ids"])
                 sizes.append(len(ids))
                 counts.append(f["frame_count"][:] if "frame_count" in f else None)
+                numeric = sum(f[k].id.get_storage_size() for k in _NUMERIC if k in f)
+            size = os.path.getsize(src)
+            on_disk += size
+            other += max(0, size - numeric)
             for ri, tid in enumerate(ids):
                 winner[tid] = (si, ri)
         keep = [np.zeros(n, bool) for n in sizes]
@@ -419,10 +503,8 @@ class Hdf5Exporter(Exporter):
 
         dim = int(self._space.dim)
         block = max(self.chunk_rows, min(1 << 16, _COPY_BYTES // (4 * dim)))
-        with atomic_path(self._file) as tmp:
-            w = _Writer(tmp, self._space, n_out, total_frames, frame_shape, self.compression, self.chunk_rows)
-            try:
-                for si, src in enumerate(sources):
+        def fill(w: _Writer) -> None:
+            for si, src in enumerate(sources):
                     if not keep[si].any():
                         continue
                     with h5py.File(src, "r") as f:
@@ -447,14 +529,55 @@ class Hdf5Exporter(Exporter):
                             if frame_shape is not None and fc is not None and fc.any():
                                 offs = f["frame_offset"][a:b][idx]
                                 self._copy_frames(f["frames"], offs, fc, w)
-            finally:
-                w.close()
+
+        kept = (
+            f"{self._file} {'is unchanged' if sources and sources[0] == self._file else 'was not created'}"
+            f"; this run's records are kept in the {len(self._segments)} segment(s) in "
+            f"{self._pending}, which the next run (or another close()) merges."
+        )
+        # Compressed sources: their own size bounds the output better than the raw estimate.
+        self._write_file(self._file, n_out, total_frames, frame_shape, self.chunk_rows, other,
+                         fill, kept, bound=on_disk + (4 << 20) if self.compression else None)
         # The new main file is durable; the segments are now redundant.
         for seg in self._segments:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(seg)
         self._segments = []
         self._remove_pending_dir()
+
+    def _write_file(
+        self, final: str, n: int, total_frames: int, frame_shape: tuple[int, int] | None,
+        chunk_rows: int, str_bytes: int, fill: Any, kept: str, make_dir: bool = False,
+        bound: int | None = None,
+    ) -> None:
+        """Write one complete file atomically, after checking that it fits (module doc)."""
+        who = f"exporters.hdf5 ({self._file})"
+        need = estimate_bytes(n, int(self._space.dim), total_frames, frame_shape, chunk_rows, str_bytes)
+        if bound is not None:
+            need = min(need, bound)
+        try:
+            ensure_free_space(os.path.dirname(os.path.abspath(final)), need, who, kept)
+            if make_dir and not os.path.isdir(os.path.dirname(final)):
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                fsync_dir(os.path.dirname(os.path.dirname(os.path.abspath(final))))
+            with atomic_path(final) as tmp:
+                w = _Writer(tmp, self._space, n, total_frames, frame_shape, self.compression,
+                            chunk_rows, in_memory=need <= _IMAGE_BYTES)
+                try:
+                    fill(w)
+                except BaseException:
+                    w.abort()
+                    raise
+                image = w.close()
+                if image is not None:
+                    with open(tmp, "wb") as fh:
+                        fh.write(image)
+                        fh.flush()
+                        os.fsync(fh.fileno())
+        except Exception as exc:
+            if is_disk_full(exc) and not (isinstance(exc, OSError) and who in str(exc)):
+                raise disk_full_error(who, final, need, kept) from exc
+            raise
 
     def _remove_pending_dir(self) -> None:
         if not os.path.isdir(self._pending):
