@@ -218,15 +218,16 @@ def _size(n: int | None) -> str:
 
 
 def disk_full_error(who: str, path: str | os.PathLike[str], need: int | None, kept: str,
-                    free: int | None = None) -> OSError:
+                    free: int | None = None, margin: int = 0) -> OSError:
     """The ``OSError(ENOSPC)`` an output raises when its data does not fit: it says which
     output, which path, how much it needed and had, and what it kept."""
     path = os.fspath(path)
     if free is None:
         free = free_bytes(path)
+    plus = f" (plus {_size(margin)} kept free)" if margin else ""
     return OSError(
         errno.ENOSPC,
-        f"{who}: disk full while writing {path}: it needs about {_size(need)}, "
+        f"{who}: disk full while writing {path}: it needs about {_size(need)}{plus}, "
         f"{_size(free)} free. {kept} Free some space (or write to another disk) and rerun; "
         f"what was kept is not redone",
         path,
@@ -239,8 +240,9 @@ def ensure_free_space(path: str | os.PathLike[str], need: int, who: str, kept: s
     Outputs call it before a large write, so a disk that is too full ends in a clear
     error instead of a half-written file (or, in HDF5, a crash)."""
     free = free_bytes(path)
-    if free is not None and need + SPACE_MARGIN + need // 50 > free:
-        raise disk_full_error(who, path, need, kept, free)
+    margin = SPACE_MARGIN + need // 50
+    if free is not None and need + margin > free:
+        raise disk_full_error(who, path, need, kept, free, margin)
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -526,3 +526,134 @@ def test_safetensors_survives_kill9(tmp_path):
     h.finish(3)
     index = json.loads(Path(path, "index.json").read_text())
     assert sorted(os.listdir(path)) == sorted(["index.json"] + [s["file"] for s in index["shards"]])
+
+
+# --------------------------------------------------------------------------- flush, refusals
+
+
+def test_flush_writes_a_segment_or_shard_and_known_covers_it(kind):
+    _name, make, _read, path = kind
+    space = make_space()
+    ex = make()
+    ex.open(path, space)
+    ex.write([rec("a"), rec("b")])  # below checkpoint_every / shard_size: buffered
+    ex.flush()
+    ex.flush()  # nothing new: no empty segment or shard
+    if isinstance(ex, Hdf5Exporter):
+        assert sorted(os.listdir(path + ".pending")) == [os.path.basename(ex._segments[0])]
+    else:
+        assert sorted(n for n in os.listdir(path) if n.endswith(".safetensors")) == ["vectors-00001.safetensors"]
+    other = make()  # what a rerun after a kill sees
+    other.open(path, space)
+    assert dict(other.known()) == {"a": "v1", "b": "v1"}
+    ex.close()
+
+
+def test_hdf5_refuses_a_string_it_cannot_encode_before_buffering(tmp_path):
+    path = str(tmp_path / "out.h5")
+    ex = Hdf5Exporter()
+    ex.open(path, make_space())
+    bad = Record("ok-name.flac", vec("x", "v1"), "v1", {"title": "half a pair \ud800"})
+    with pytest.raises(ValueError, match="ok-name.flac"):
+        ex.write([rec("a"), bad, rec("b")])
+    ex.write([rec("a"), rec("b"), rec("bad\udcffname.mp3")])  # bytes of a file name are fine
+    ex.close()
+    assert read_hdf5(path)["ids"] == ["a", "b", "bad\udcffname.mp3"]
+
+
+# --------------------------------------------------------------------------- full disk (a real tmpfs)
+
+NO_PRECHECK = "import musicembed_core.atomic as a; a.SPACE_MARGIN = -(1 << 40)"
+"""Prelude that disables the free-space check: the disk runs out for real in mid-write."""
+HDF5_ON_DISK = "import musicembed_core.builtins.hdf5 as h; h._IMAGE_BYTES = 0"
+"""Prelude that makes HDF5 write every file itself (as for files above 128 MiB)."""
+
+
+@pytest.mark.parametrize("prelude", ["", HDF5_ON_DISK, NO_PRECHECK],
+                         ids=["checked", "hdf5-writes-to-disk", "real-enospc-in-mid-write"])
+def test_hdf5_with_frames_on_a_full_disk_is_an_error_not_a_crash(tmp_path, prelude):
+    """Issue 9: HDF5 + stored frames segfaulted (exit 139) on a full tmpfs."""
+    from musicembed_core.testing import faults
+    from musicembed_core.testing.records import suite_frames, suite_space
+
+    run = faults.run_disk_full(
+        kind="exporter", cls=Hdf5Exporter, params_for=lambda r: {"store_frames": True, "checkpoint_every": 5},
+        target_for=lambda r: str(r / "out.h5"), space_json=suite_space(8).to_json(), work=tmp_path,
+        frames=200, prelude=prelude,
+    )
+    want = faults.check_disk_full(run, names=("out.h5",))
+    msg = run.fill["error"]["message"]
+    assert "exporters.hdf5" in msg and "needs about" in msg and "intact" in msg, msg
+    out = str(run.copy / "out.h5")
+    data = read_hdf5(out)
+    assert dict(zip(data["ids"], data["content_hash"])) == want
+    for tid in ("closed/000.flac", "flushed/003.flac", "after/001.flac"):
+        np.testing.assert_array_equal(read_frames(out, tid), suite_frames(tid, "v1", 8, 200))
+
+
+CONSOLIDATION_ON_A_FULL_DISK = '''
+import hashlib, json, os, sys
+from musicembed_core.builtins.hdf5 import Hdf5Exporter, read_hdf5
+from musicembed_core.testing.faults import fill_file_system
+from musicembed_core.testing.records import suite_record, suite_space
+
+mnt = sys.argv[1]
+path, space = os.path.join(mnt, "out.h5"), suite_space(8)
+def digest():
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+ex = Hdf5Exporter(store_frames=True)
+ex.open(path, space)
+ex.write([suite_record(f"a{i}", "v1", 8, frames=300) for i in range(8)])
+ex.close()
+main = digest()
+ex = Hdf5Exporter(store_frames=True)
+ex.open(path, space)
+ex.write([suite_record(f"b{i}", "v1", 8, frames=300) for i in range(8)])
+ex.flush()  # a segment; the buffer is empty: close() only has to consolidate
+fill_file_system(mnt, 256 << 10)
+try:
+    ex.close()
+    err = None
+except OSError as exc:
+    err = {"errno": exc.errno, "message": str(exc)}
+report = {"err": err, "unchanged": digest() == main, "segments": os.listdir(path + ".pending"),
+          "temps": [n for n in os.listdir(mnt) if ".tmp-" in n]}
+os.unlink(os.path.join(mnt, "filler"))
+again = Hdf5Exporter(store_frames=True)
+again.open(path, space)
+report["known"] = sorted(again.known())
+again.close()
+report["final"] = sorted(read_hdf5(path)["ids"])
+report["pending_left"] = os.path.exists(path + ".pending")
+print(json.dumps(report))
+'''
+
+
+def test_hdf5_consolidation_on_a_full_disk_keeps_the_main_file_and_the_segments(tmp_path):
+    from musicembed_core.testing import faults
+
+    res = faults.run_in_small_fs(CONSOLIDATION_ON_A_FULL_DISK, tmp_path)
+    assert res["rc"] == 0, f"exit {res['rc']}:\n{res['stderr']}"
+    rep = json.loads(res["stdout"].strip().splitlines()[-1])
+    err = rep["err"]
+    assert err is not None and err["errno"] == 28, rep
+    assert "is unchanged" in err["message"] and "1 segment(s)" in err["message"], err["message"]
+    assert rep["unchanged"] and len(rep["segments"]) == 1 and rep["temps"] == []
+    ids = sorted([f"a{i}" for i in range(8)] + [f"b{i}" for i in range(8)])
+    assert rep["known"] == ids and rep["final"] == ids and not rep["pending_left"]
+
+
+def test_safetensors_on_a_full_disk_mid_write_is_an_error(tmp_path):
+    from musicembed_core.testing import faults
+    from musicembed_core.testing.records import suite_space
+
+    run = faults.run_disk_full(
+        kind="exporter", cls=SafetensorsExporter, params_for=lambda r: {"shard_size": 5},
+        target_for=lambda r: str(r / "out.safetensors"), space_json=suite_space(8).to_json(),
+        work=tmp_path, prelude=NO_PRECHECK,
+    )
+    want = faults.check_disk_full(run, names=("out.safetensors",))
+    assert "exporters.safetensors" in run.fill["error"]["message"]
+    data = read_safetensors(str(run.copy / "out.safetensors"))
+    assert dict(zip(data["ids"], data["content_hash"])) == want

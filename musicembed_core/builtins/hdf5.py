@@ -71,7 +71,6 @@ _SEG_RE = re.compile(r"^seg-(\d+)-(\d+)\.h5$")
 _COMPRESSIONS = (None, "gzip", "lzf")
 _COPY_BYTES = 64 << 20
 """Upper bound on the bytes of vectors/frames held in memory while copying."""
-_NUMERIC = ("vectors", "frames", "frame_offset", "frame_count")
 _IMAGE_BYTES = 128 << 20
 """Files estimated up to this size are built in memory (HDF5 core driver) and written
 with plain Python I/O, where a full disk is an ordinary OSError; larger ones are
@@ -99,6 +98,11 @@ def _read_str(ds: Any, sel: Any = slice(None)) -> list[str]:
     return list(ds.asstr(errors="surrogateescape")[sel])
 
 
+def _str_bytes(ds: Any, block: int = 65536) -> int:
+    """Total bytes of a vlen string dataset, read block by block."""
+    return sum(sum(map(len, ds[a : a + block])) for a in range(0, len(ds), block))
+
+
 def _frame_chunk_rows(layers: int, dim: int) -> int:
     return max(1, min(1024, (1 << 20) // max(1, layers * dim * 4)))
 
@@ -120,7 +124,8 @@ def estimate_bytes(
     size += 3 * rows * 16 + str_bytes + 3 * (16 * n + 4096)  # vlen refs + global heaps
     if frame_shape is not None:
         layers, fdim = frame_shape
-        size += _chunked(total_frames, _frame_chunk_rows(layers, fdim)) * layers * fdim * 4
+        frame_chunk = _frame_chunk_rows(layers, fdim)
+        size += (_chunked(total_frames, frame_chunk) + frame_chunk) * layers * fdim * 4
         size += 2 * rows * 8  # frame_offset, frame_count
     return size + 64 * (rows // chunk + 1) * 4  # chunk index entries
 
@@ -482,16 +487,14 @@ class Hdf5Exporter(Exporter):
         sizes: list[int] = []
         counts: list["np.ndarray | None"] = []
         on_disk = 0  # bytes of all sources
-        other = 0  # their bytes beside the numeric arrays: strings, heaps, structure
+        str_bytes = 0  # their strings (all rows: an upper bound of the kept ones)
         for si, src in enumerate(sources):
             with h5py.File(src, "r") as f:
                 ids = _read_str(f["ids"])
                 sizes.append(len(ids))
                 counts.append(f["frame_count"][:] if "frame_count" in f else None)
-                numeric = sum(f[k].id.get_storage_size() for k in _NUMERIC if k in f)
-            size = os.path.getsize(src)
-            on_disk += size
-            other += max(0, size - numeric)
+                str_bytes += sum(map(len, ids)) + _str_bytes(f["content_hash"]) + _str_bytes(f["metadata"])
+            on_disk += os.path.getsize(src)
             for ri, tid in enumerate(ids):
                 winner[tid] = (si, ri)
         keep = [np.zeros(n, bool) for n in sizes]
@@ -503,32 +506,33 @@ class Hdf5Exporter(Exporter):
 
         dim = int(self._space.dim)
         block = max(self.chunk_rows, min(1 << 16, _COPY_BYTES // (4 * dim)))
+
         def fill(w: _Writer) -> None:
             for si, src in enumerate(sources):
-                    if not keep[si].any():
-                        continue
-                    with h5py.File(src, "r") as f:
-                        for a in range(0, sizes[si], block):
-                            b = min(a + block, sizes[si])
-                            sel = keep[si][a:b]
-                            if not sel.any():
-                                continue
-                            idx = np.flatnonzero(sel)
-                            vec = f["vectors"][a:b][idx]
-                            fc = counts[si][a:b][idx] if counts[si] is not None else None
-                            ids_b = _read_str(f["ids"], slice(a, b))
-                            hashes_b = _read_str(f["content_hash"], slice(a, b))
-                            metas_b = _read_str(f["metadata"], slice(a, b))
-                            w.add_rows(
-                                [ids_b[i] for i in idx],
-                                vec,
-                                [hashes_b[i] for i in idx],
-                                [metas_b[i] for i in idx],
-                                fc if frame_shape is not None else None,
-                            )
-                            if frame_shape is not None and fc is not None and fc.any():
-                                offs = f["frame_offset"][a:b][idx]
-                                self._copy_frames(f["frames"], offs, fc, w)
+                if not keep[si].any():
+                    continue
+                with h5py.File(src, "r") as f:
+                    for a in range(0, sizes[si], block):
+                        b = min(a + block, sizes[si])
+                        sel = keep[si][a:b]
+                        if not sel.any():
+                            continue
+                        idx = np.flatnonzero(sel)
+                        vec = f["vectors"][a:b][idx]
+                        fc = counts[si][a:b][idx] if counts[si] is not None else None
+                        ids_b = _read_str(f["ids"], slice(a, b))
+                        hashes_b = _read_str(f["content_hash"], slice(a, b))
+                        metas_b = _read_str(f["metadata"], slice(a, b))
+                        w.add_rows(
+                            [ids_b[i] for i in idx],
+                            vec,
+                            [hashes_b[i] for i in idx],
+                            [metas_b[i] for i in idx],
+                            fc if frame_shape is not None else None,
+                        )
+                        if frame_shape is not None and fc is not None and fc.any():
+                            offs = f["frame_offset"][a:b][idx]
+                            self._copy_frames(f["frames"], offs, fc, w)
 
         kept = (
             f"{self._file} {'is unchanged' if sources and sources[0] == self._file else 'was not created'}"
@@ -536,7 +540,7 @@ class Hdf5Exporter(Exporter):
             f"{self._pending}, which the next run (or another close()) merges."
         )
         # Compressed sources: their own size bounds the output better than the raw estimate.
-        self._write_file(self._file, n_out, total_frames, frame_shape, self.chunk_rows, other,
+        self._write_file(self._file, n_out, total_frames, frame_shape, self.chunk_rows, str_bytes,
                          fill, kept, bound=on_disk + (4 << 20) if self.compression else None)
         # The new main file is durable; the segments are now redundant.
         for seg in self._segments:
@@ -556,7 +560,7 @@ class Hdf5Exporter(Exporter):
         if bound is not None:
             need = min(need, bound)
         try:
-            ensure_free_space(os.path.dirname(os.path.abspath(final)), need, who, kept)
+            ensure_free_space(final, need, who, kept)
             if make_dir and not os.path.isdir(os.path.dirname(final)):
                 os.makedirs(os.path.dirname(final), exist_ok=True)
                 fsync_dir(os.path.dirname(os.path.dirname(os.path.abspath(final))))

@@ -16,7 +16,13 @@ after ``kill -9`` the index always describes complete shards. A shard that made
 it to disk but not into the index (numbered above ``last_shard``) is read back
 and indexed by the next :meth:`SafetensorsExporter.open`. ``entries`` keeps the
 last write of each id; a shard none of whose rows is current any more is
-dropped from the index and deleted.
+dropped from the index and deleted. :meth:`SafetensorsExporter.flush` writes
+the rows buffered so far as a (smaller) shard.
+
+Disk full: a shard is built in memory, checked against the free space and
+written with plain I/O, so a full disk ends in one ``OSError(ENOSPC)`` that
+names the output, the shard, the bytes needed and free, and what was kept (the
+index and every earlier shard; no temporary file is left).
 
 numpy/safetensors are imported inside functions: this module is imported when
 the plugin list is built, which must stay fast.
@@ -32,7 +38,16 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..atomic import atomic_write_bytes, atomic_write_json, clean_stale_temps, fsync_dir, json_default
+from ..atomic import (
+    atomic_write_bytes,
+    atomic_write_json,
+    clean_stale_temps,
+    disk_full_error,
+    ensure_free_space,
+    fsync_dir,
+    is_disk_full,
+    json_default,
+)
 from ..components import Exporter, Record
 from ..errors import MusicembedError
 
@@ -190,9 +205,12 @@ class SafetensorsExporter(Exporter):
             dirty = True
         self._last_shard = last
         self._buffer: list[tuple[str, "np.ndarray", str, str]] = []
+        self._index_stale = False  # a shard is written but its index write failed
         self._closed = False
         if dirty:
-            self._write_index()
+            self._guarded(os.path.join(path, INDEX), None,
+                          "Every shard on disk is intact; the next open indexes them.",
+                          self._write_index)
 
     def known(self) -> Mapping[str, str]:
         """``{id: content_hash}`` of the current rows (index entries, adopted shards, this run)."""
@@ -209,18 +227,24 @@ class SafetensorsExporter(Exporter):
             rows.append((rec.id, vec, rec.content_hash, _dumps(dict(rec.metadata or {}))))
         self._buffer.extend(rows)
         while len(self._buffer) >= self.shard_size:
-            self._write_shard(self._buffer[: self.shard_size])
-            del self._buffer[: self.shard_size]
+            self._write_shard(self.shard_size)
+
+    def flush(self) -> None:
+        """Write the rows buffered so far as one durable shard (smaller than ``shard_size``)."""
+        if self._closed:
+            raise RuntimeError("SafetensorsExporter.flush() called before open() or after close()")
+        if self._buffer:
+            self._write_shard(len(self._buffer))
 
     def close(self) -> None:
         """Write the remaining rows as a last shard (an empty output still gets its index)."""
         if self._closed:
             return
         if self._buffer:
-            self._write_shard(self._buffer)
-            self._buffer = []
-        elif not self._index_exists:
-            self._write_index()
+            self._write_shard(len(self._buffer))
+        elif not self._index_exists or self._index_stale:
+            self._guarded(os.path.join(self._dir, INDEX), None, "Nothing else was written.",
+                          self._write_index)
         self._closed = True
 
     # ------------------------------------------------------------------ internals
@@ -231,10 +255,12 @@ class SafetensorsExporter(Exporter):
             self._entries.pop(tid, None)  # last write wins and moves to the end
             self._entries[tid] = [name, row, h]
 
-    def _write_shard(self, rows: Sequence[tuple[str, "np.ndarray", str, str]]) -> None:
+    def _write_shard(self, count: int) -> None:
+        """The first ``count`` buffered rows -> a new shard, then the index records it."""
         import numpy as np
         from safetensors.numpy import save
 
+        rows = self._buffer[:count]
         number = self._last_shard + 1
         name = _shard_name(number)
         ids = [r[0] for r in rows]
@@ -250,10 +276,40 @@ class SafetensorsExporter(Exporter):
         vectors = np.ascontiguousarray(np.stack([r[1] for r in rows]).astype(np.float32, copy=False))
         # save() + our own atomic write rather than save_file(): the latter
         # leaves a randomly named temp file behind when killed, and skips fsync.
-        atomic_write_bytes(os.path.join(self._dir, name), save({"vectors": vectors}, metadata=meta))
+        data = save({"vectors": vectors}, metadata=meta)
+        file = os.path.join(self._dir, name)
+        self._guarded(
+            file, len(data),
+            f"None of the {len(rows)} records written since the last shard was stored (they stay "
+            f"buffered); {INDEX} and the {len(self._shards)} shard(s) already there are intact.",
+            atomic_write_bytes, file, data,
+        )
         self._last_shard = number
         self._add_shard(name, ids, hashes)
-        self._write_index()
+        del self._buffer[:count]
+        self._index_stale = True
+        self._guarded(
+            os.path.join(self._dir, INDEX), None,
+            f"Shard {name} ({len(rows)} records) was written; the next open of the output "
+            f"indexes it.",
+            self._write_index,
+        )
+
+    def _guarded(self, file: str, need: int | None, kept: str, fn: Any, *args: Any) -> None:
+        """``fn(*args)`` after a free-space check; a full disk becomes one clear OSError."""
+        who = f"exporters.safetensors ({self._dir})"
+        if need is None:  # the index: about as large as the one on disk
+            try:
+                need = os.path.getsize(os.path.join(self._dir, INDEX)) + 64 * len(self._entries)
+            except OSError:
+                need = 64 * len(self._entries)
+        try:
+            ensure_free_space(self._dir, need, who, kept)
+            fn(*args)
+        except Exception as exc:
+            if is_disk_full(exc) and not (isinstance(exc, OSError) and who in str(exc)):
+                raise disk_full_error(who, file, need, kept) from exc
+            raise
 
     def _write_index(self) -> None:
         """Drop fully superseded shards, replace index.json atomically, then delete them."""
@@ -273,6 +329,7 @@ class SafetensorsExporter(Exporter):
         }
         atomic_write_json(os.path.join(self._dir, INDEX), index, ensure_ascii=True)
         self._index_exists = True
+        self._index_stale = False
         for name in dead:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self._dir, name))

@@ -4,10 +4,11 @@
 
 CONFIG_JSON: ``kind`` (exporter|sink), ``cls`` (``module:QualName``), ``params`` (JSON
 constructor arguments), ``target`` (exporter path or sink collection), ``space``
-(EmbeddingSpace JSON) and ``plan``: a list of batches of ``[id, content_hash]``.
-Prints ``open``, then ``ack N`` once the N-th write/upsert has returned, then
-``closing`` and ``closed``. Vectors come from :func:`suite_vector`, so the parent
-knows every vector without reading pipes.
+(EmbeddingSpace JSON) and ``plan``: a list of batches of ``[id, content_hash]``, or
+the strings ``"flush"`` (call ``flush()``, then print ``flushed``) and ``"wait"``
+(print ``waiting`` and sleep until killed). Prints ``open``, then ``ack N`` once
+the N-th write/upsert has returned, then ``closing`` and ``closed``. Vectors come
+from :func:`suite_vector`, so the parent knows every vector without reading pipes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import time
 
 
 def load_class(path: str) -> type:
@@ -39,8 +41,18 @@ def main(argv: list[str]) -> None:
         component.open(cfg["target"], space)
         write = component.upsert
     print("open", flush=True)
-    for n, batch in enumerate(cfg["plan"], start=1):
+    n = 0
+    for batch in cfg["plan"]:
+        if batch == "flush":
+            component.flush()
+            print("flushed", flush=True)
+            continue
+        if batch == "wait":
+            print("waiting", flush=True)
+            time.sleep(600)
+            continue
         write([suite_record(tid, h, space.dim) for tid, h in batch])
+        n += 1
         print(f"ack {n}", flush=True)
     print("closing", flush=True)
     component.close()

@@ -18,7 +18,12 @@ It checks the exporter contract (:class:`musicembed_core.Exporter`): write, clos
 and reopen with ``known()``; ``known()`` after a write; repeated writes of an id
 replace it; another embedding space and a wrong dim are refused; and a writer
 killed with SIGKILL in the middle of its writes, or while closing, leaves the
-previously closed output readable and resumable.
+previously closed output readable and resumable. Fault injection: what
+``flush()`` returned from survives SIGKILL; a batch with one record the output
+cannot store (NaN, infinity, a wrong dim) raises naming it and leaves the output
+usable; a disk that fills up for real (a small tmpfs, see
+:mod:`musicembed_core.testing.faults`) ends in an ``ENOSPC`` error, never a crash,
+and after freeing space a rerun completes the output.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ class ExporterSuite:
     dim: ClassVar[int] = 8
     batch: ClassVar[int] = 5
     """Records per write() in the kill checks."""
+    disk_full_check: ClassVar[bool] = True
+    """False skips the disk-full check (an exporter that writes no local files)."""
+    disk_full_frames: ClassVar[int] = 0
+    """Frames per record in the disk-full check (for an exporter that stores frames)."""
 
     def read_output(self, path: str) -> Mapping[str, tuple[str, Any]]:
         """``{id: (content_hash, vector)}`` of a finished output, read without the exporter
@@ -162,7 +171,7 @@ class ExporterSuite:
         assert cls is not None
         return {"kind": "exporter", "cls": f"{cls.__module__}:{cls.__qualname__}",
                 "params": self.exporter_params, "target": path, "space": space.to_json(),
-                "plan": [[list(r) for r in b] for b in plan]}
+                "plan": [b if isinstance(b, str) else [list(r) for r in b] for b in plan]}
 
     def _plan(self, items: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
         return [items[i : i + self.batch] for i in range(0, len(items), self.batch)]
@@ -227,3 +236,80 @@ class ExporterSuite:
             assert rc in (0, -signal.SIGKILL), f"the writer failed (exit {rc}):\n{err}"
             self._check_after_kill(path, space, history, first)
         self._finish(path, space, first | dict(second))
+
+    # ------------------------------------------------------------------ faults
+    def test_flush_survives_kill9(self, path):
+        """What was written before ``flush()`` returned is in ``known()`` after SIGKILL."""
+        from ._kill_writer import run_writer
+
+        space = suite_space(self.dim)
+        first = {f"t{i:03d}": "v1" for i in range(7)}
+        self.write_all(path, space, [self.records(first)])
+        flushed = [(f"f{i:03d}", "v1") for i in range(2 * self.batch + 1)] + [("t001", "v2")]
+        later = [(f"g{i:03d}", "v1") for i in range(3)]
+        history = {t: {"v1"} for t in first}
+        for t, h in flushed + later:
+            history.setdefault(t, set()).add(h)
+        plan = [*self._plan(flushed), "flush", *self._plan(later), "wait"]
+        acks, rc, err = run_writer(self._cfg(path, space, plan), kill_on="waiting")
+        assert rc == -signal.SIGKILL, f"the writer was not killed (exit {rc}):\n{err}"
+        known = self._check_after_kill(path, space, history, first)
+        lost = [t for t, h in flushed if known.get(t) != h]
+        assert not lost, f"flush() returned, yet after SIGKILL known() lacks {lost[:3]}"
+        self._finish(path, space, first | dict(flushed) | dict(later))
+
+    def poisoned_records(self) -> list:
+        """Records no output can store, each refused with an error naming it."""
+        import numpy as np
+
+        from ..components import Record
+
+        nan = suite_vector("nan.wav", "v1", self.dim).copy()
+        nan[1] = np.nan
+        inf = suite_vector("inf.wav", "v1", self.dim).copy()
+        inf[0] = np.inf
+        return [Record("nan.wav", nan, "v1", {}), Record("inf.wav", inf, "v1", {}),
+                Record("short.wav", np.ones(self.dim - 1, np.float32), "v1", {}),
+                Record("long.wav", np.ones(self.dim + 1, np.float32), "v1", {})]
+
+    def test_a_refused_record_leaves_the_output_usable(self, path):
+        """A batch with one bad record raises naming it; the others, written again (as the
+        runner does after isolating the bad one), are stored; the bad one never is."""
+        space = suite_space(self.dim)
+        ex = self.make()
+        ex.open(path, space)
+        ex.write(self.records(["a", "b"]))
+        want = {"a": "v1", "b": "v1"}
+        for bad in self.poisoned_records():
+            others = [f"{bad.id}-before", f"{bad.id}-after"]
+            batch = [*self.records(others[:1]), bad, *self.records(others[1:])]
+            with pytest.raises(Exception) as err:
+                ex.write(batch)
+            assert _names(err.value, bad.id), f"the refusal must name {bad.id!r}: {err.value}"
+            ex.write(self.records(others))
+            want |= {t: "v1" for t in others}
+        ex.close()
+        self.assert_output(path, want)
+        assert self.known_after_reopen(path, space) == want
+
+    def test_disk_full_is_an_error_and_a_rerun_completes(self, tmp_path):
+        """On a real, small file system that fills up: an ENOSPC error (no crash, no temp
+        files left); after freeing space the closed and flushed records are intact and a
+        rerun completes the output."""
+        from .faults import check_disk_full, run_disk_full
+
+        if not self.disk_full_check:
+            pytest.skip(f"{type(self).__name__}.disk_full_check is False")
+        run = run_disk_full(
+            kind="exporter", cls=self.exporter_class, params_for=lambda root: dict(self.exporter_params),
+            target_for=lambda root: str(root / self.output_name),
+            space_json=suite_space(self.dim).to_json(), work=tmp_path, batch=self.batch,
+            frames=self.disk_full_frames,
+        )
+        want = check_disk_full(run)
+        self.assert_output(str(run.copy / self.output_name), want)
+
+
+def _names(exc: BaseException, track_id: str) -> bool:
+    text = str(exc)
+    return track_id in text or repr(track_id)[1:-1] in text

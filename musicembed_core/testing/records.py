@@ -21,12 +21,22 @@ def suite_vector(track_id: str, content_hash: str, dim: int) -> "np.ndarray":
     return np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
 
 
-def suite_record(track_id: str, content_hash: str, dim: int, **metadata: Any) -> "Record":
-    """A :class:`Record` with :func:`suite_vector` and a little metadata of common types."""
+def suite_frames(track_id: str, content_hash: str, dim: int, frames: int, layers: int = 2) -> "np.ndarray":
+    """float32 frame stack ``[layers, frames, dim]`` for exporters that store frames."""
+    import numpy as np
+
+    seed = zlib.crc32(f"frames|{track_id}|{content_hash}".encode("utf-8", "surrogateescape"))
+    return np.random.default_rng(seed).standard_normal((layers, frames, dim)).astype(np.float32)
+
+
+def suite_record(track_id: str, content_hash: str, dim: int, frames: int = 0, **metadata: Any) -> "Record":
+    """A :class:`Record` with :func:`suite_vector` and a little metadata of common types
+    (and, with ``frames > 0``, a :func:`suite_frames` stack)."""
     from ..components import Record
 
     meta = {"path": f"/music/{track_id}", "duration": 1.5, **metadata}
-    return Record(track_id, suite_vector(track_id, content_hash, dim), content_hash, meta)
+    stack = suite_frames(track_id, content_hash, dim, frames) if frames else None
+    return Record(track_id, suite_vector(track_id, content_hash, dim), content_hash, meta, stack)
 
 
 def suite_space(dim: int, tag: str = "a") -> "EmbeddingSpace":

@@ -16,6 +16,12 @@ replacing an id, ``fetch``, ``delete``, self-search, reopening, refusing another
 embedding space and a wrong dim, a read-only open of a missing sink that creates
 nothing and raises :class:`~musicembed_core.errors.SinkNotFoundError`, and a
 writer killed with SIGKILL between or during upserts losing nothing it acknowledged.
+Fault injection: what ``flush()`` returned from survives SIGKILL; a batch with one
+record the sink cannot store (NaN, infinity, a wrong dim) raises naming it and
+leaves the sink usable; an id that is not valid UTF-8 (an undecodable file name)
+is stored exactly or refused alone; a disk that fills up for real (a small tmpfs,
+see :mod:`musicembed_core.testing.faults`) ends in an ``ENOSPC`` error, never a
+crash, and after freeing space a rerun completes the collection.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class SinkSuite:
     """Records per upsert in the kill check."""
     rtol: ClassVar[float] = 1e-6
     """Tolerance of stored vs given vectors (a store may keep float32 with rounding)."""
+    disk_full_check: ClassVar[bool] = True
+    """False skips the disk-full check (a sink whose storage is not local, e.g. a server)."""
 
     def sink_params(self, root: Path) -> dict[str, Any]:
         """JSON-able constructor arguments putting the store under ``root`` (an empty folder)."""
@@ -218,6 +226,14 @@ class SinkSuite:
         assert not any("_missing" in p for p in new), f"a read-only open created {new}"
 
     # ------------------------------------------------------------------ kill -9
+    def _writer_cfg(self, root: Path, plan: list) -> dict:
+        cls = self.sink_class
+        assert cls is not None
+        return {"kind": "sink", "cls": f"{cls.__module__}:{cls.__qualname__}",
+                "params": self.sink_params(root), "target": self.collection,
+                "space": suite_space(self.dim).to_json(),
+                "plan": [b if isinstance(b, str) else [list(r) for r in b] for b in plan]}
+
     def test_kill9_during_upserts_loses_nothing_acknowledged(self, root):
         from ._kill_writer import run_writer
 
@@ -248,3 +264,101 @@ class SinkSuite:
             assert sink.count() == len(known) + 1
             sink.delete(["after/kill.wav"])
             sink.close()
+
+    # ------------------------------------------------------------------ faults
+    def test_flush_survives_kill9(self, root):
+        """What was upserted before ``flush()`` returned is in ``known()`` after SIGKILL."""
+        from ._kill_writer import run_writer
+
+        flushed = [[(f"f/{b}-{i}", f"h{b}") for i in range(self.batch)] for b in range(3)]
+        later = [(f"g/{i}", "h") for i in range(self.batch)]
+        plan = [*flushed, "flush", later, "wait"]
+        acks, rc, err = run_writer(self._writer_cfg(root, plan), kill_on="waiting")
+        assert rc == -signal.SIGKILL, f"the writer was not killed (exit {rc}):\n{err}"
+        written = {t: h for b in flushed for t, h in b} | dict(later)
+        sink = self.opened(root)
+        known = dict(sink.known())
+        lost = sorted(t for b in flushed for t, h in b if known.get(t) != h)
+        assert not lost, f"flush() returned, yet after SIGKILL known() lacks {lost[:3]}"
+        assert all(written.get(t) == h for t, h in known.items()), "records never written appeared"
+        self.assert_vectors(sink.fetch(list(known)), known)
+        sink.close()
+
+    def poisoned_records(self) -> list:
+        """Records no sink can store, each refused with an error naming it."""
+        import numpy as np
+
+        from ..components import Record
+
+        nan = suite_vector("nan.wav", "v1", self.dim).copy()
+        nan[1] = np.nan
+        inf = suite_vector("inf.wav", "v1", self.dim).copy()
+        inf[0] = -np.inf
+        return [Record("nan.wav", nan, "v1", {}), Record("inf.wav", inf, "v1", {}),
+                Record("short.wav", np.ones(self.dim - 1, np.float32), "v1", {}),
+                Record("long.wav", np.ones(self.dim + 1, np.float32), "v1", {})]
+
+    def test_a_refused_record_leaves_the_sink_usable(self, root):
+        """A batch with one bad record raises naming it and stores nothing of it; the others,
+        upserted again (as the runner does after isolating it), are stored."""
+        sink = self.opened(root)
+        sink.upsert(self.records(["a", "b"]))
+        want = {"a": "v1", "b": "v1"}
+        for bad in self.poisoned_records():
+            others = [f"{bad.id}-before", f"{bad.id}-after"]
+            batch = [*self.records(others[:1]), bad, *self.records(others[1:])]
+            with pytest.raises(Exception) as err:
+                sink.upsert(batch)
+            assert _names(err.value, bad.id), f"the refusal must name {bad.id!r}: {err.value}"
+            assert bad.id not in sink.known(), f"{bad.id!r} was stored although refused"
+            sink.upsert(self.records(others))
+            want |= {t: "v1" for t in others}
+        assert dict(sink.known()) == want and sink.count() == len(want)
+        sink.close()
+        again = self.opened(root)
+        assert dict(again.known()) == want, "after reopening"
+        self.assert_vectors(again.fetch(list(want)), want)
+        again.close()
+
+    def test_an_undecodable_id_is_stored_exactly_or_refused_alone(self, root):
+        """``os.fsdecode`` of a latin-1 file name gives lone surrogates: a sink stores such an
+        id exactly (known, fetch, search, reopen) or refuses that record naming it."""
+        bad = "latin1_\udce9\udcff.flac"
+        sink = self.opened(root)
+        batch = self.records(["ok/1.flac", bad, "ok/2.flac"])
+        try:
+            sink.upsert(batch)
+        except Exception as exc:  # refused: alone, named, nothing of it stored
+            assert _names(exc, bad), f"the refusal must name the id: {exc}"
+            assert bad not in sink.known()
+            sink.upsert(self.records(["ok/1.flac", "ok/2.flac"]))
+            want = {"ok/1.flac": "v1", "ok/2.flac": "v1"}
+        else:
+            want = {"ok/1.flac": "v1", bad: "v1", "ok/2.flac": "v1"}
+            assert self.top1(sink, [bad]) == [bad]
+        assert dict(sink.known()) == want
+        sink.close()
+        again = self.opened(root)
+        assert dict(again.known()) == want, "after reopening"
+        self.assert_vectors(again.fetch(list(want)), want)
+        again.close()
+
+    def test_disk_full_is_an_error_and_a_rerun_completes(self, tmp_path):
+        """On a real, small file system that fills up: an ENOSPC error (no crash, no temp
+        files left); after freeing space everything acknowledged before is there and a
+        rerun completes the collection."""
+        from .faults import check_disk_full, run_disk_full
+
+        if not self.disk_full_check:
+            pytest.skip(f"{type(self).__name__}.disk_full_check is False")
+        run = run_disk_full(
+            kind="sink", cls=self.sink_class, params_for=self.sink_params,
+            target_for=lambda root: self.collection, space_json=suite_space(self.dim).to_json(),
+            work=tmp_path, batch=self.batch, rtol=self.rtol,
+        )
+        check_disk_full(run)
+
+
+def _names(exc: BaseException, track_id: str) -> bool:
+    text = str(exc)
+    return track_id in text or repr(track_id)[1:-1] in text

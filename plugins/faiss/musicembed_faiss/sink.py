@@ -7,10 +7,18 @@ them, filtered searches and not-yet-trained IVF/PQ indexes search them
 exactly, and every returned hit gets its exact score from them.
 
 Durability: see :mod:`musicembed_faiss.storage`. Each ``upsert``/``delete``
-is appended to a journal and fsynced before it returns; the snapshot (one file,
-replaced atomically) is rewritten at ``close()`` and whenever the journal
-outgrows ``max(checkpoint_mb, snapshot size)``, so write cost stays linear in
-the data written.
+is appended to a journal and fsynced before it returns (so ``flush()`` has
+nothing left to do, except fsync the journal when ``fsync=False``); the
+snapshot (one file, replaced atomically) is rewritten at ``close()`` and
+whenever the journal outgrows ``max(checkpoint_mb, snapshot size)``, so write
+cost stays linear in the data written.
+
+Disk full: a snapshot is checked against the free space before it is written
+(its index section measured by a dry serialisation when space is tight), and a
+journal append that fails is cut back to the last complete record. Either ends
+in one ``OSError(ENOSPC)`` naming the collection, the file, the bytes needed
+and free and what was kept; the previous snapshot and the journal keep every
+acknowledged upsert, and a rerun after freeing space continues from them.
 
 numpy and faiss are imported inside methods: ``musicembed plugins`` imports
 this module just to list the sink.
@@ -41,6 +49,7 @@ from musicembed_core import (
     stack_records,
     unit_rows,
 )
+from musicembed_core.atomic import disk_full_error, ensure_free_space, free_bytes, is_disk_full
 
 from .errors import DimensionMismatchError, FaissSinkError
 
@@ -163,6 +172,7 @@ class FaissSink(Sink):
         self._journal: Any = None
         self._lock_fd: int | None = None
         self._index_changed = False
+        self._snapshot_deferred = False
         self._warned_untrained = False
         self._fields_cache: set[str] | None = None
 
@@ -624,8 +634,10 @@ class FaissSink(Sink):
                 storage.create_journal(self._wal_path, self._generation, self._dim)
                 self._wal_good = storage.WAL_HEADER_SIZE
             self._journal = storage.JournalWriter(self._wal_path, self._wal_good, fsync=self.fsync)
-        except BaseException:
+        except BaseException as exc:
             self._release_lock()
+            self._raise_if_disk_full(exc, self._wal_path, storage.WAL_HEADER_SIZE,
+                                     "The collection on disk is unchanged.")
             raise
 
     def _acquire_lock(self) -> None:
@@ -681,20 +693,91 @@ class FaissSink(Sink):
             def write_index(write: Any) -> None:
                 faiss.write_index(idx, faiss.PyCallbackIOWriter(write))
 
-        self._snap_size = storage.write_snapshot(
-            self._snap_path, header, self._vecs[: self._n], self._labels[: self._n],
-            self._ids, self._meta, write_index,
+        kept = (
+            f"The previous snapshot (generation {self._generation}) and the journal {self._wal_path}, "
+            f"which hold every acknowledged upsert, are intact: reopening replays them."
+            if self._generation else "Nothing was stored yet."
         )
+        need = 0
+
+        def ensure_space(data_bytes: int) -> None:
+            nonlocal need
+            need = data_bytes
+            free = free_bytes(self._dir)
+            if free is None:
+                return
+            if write_index is not None and free < 2 * data_bytes + (64 << 20):
+                sizer = _ByteCounter()  # tight: measure the index section exactly
+                write_index(sizer)
+                need += sizer.n
+            elif write_index is not None:
+                need += data_bytes  # a generous guess: the check below has room to spare
+            ensure_free_space(self._snap_path, need, self._who(), kept)
+
+        try:
+            self._snap_size = storage.write_snapshot(
+                self._snap_path, header, self._vecs[: self._n], self._labels[: self._n],
+                self._ids, self._meta, write_index, ensure_space=ensure_space,
+            )
+        except Exception as exc:
+            self._raise_if_disk_full(exc, self._snap_path, need, kept)
+            raise
         self._snap_sig = storage.file_signature(self._snap_path)
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-        storage.create_journal(self._wal_path, gen, self._dim)
+        try:
+            storage.create_journal(self._wal_path, gen, self._dim)
+        except Exception as exc:
+            self._raise_if_disk_full(
+                exc, self._wal_path, storage.WAL_HEADER_SIZE,
+                f"Snapshot generation {gen} ({self._snap_path}) holds every upsert so far.",
+            )
+            raise
         self._generation = gen
         self._wal_good = storage.WAL_HEADER_SIZE
         self._journal = storage.JournalWriter(self._wal_path, self._wal_good, fsync=self.fsync)
         self._wal_sig = storage.file_signature(self._wal_path)
         self._index_changed = False
+
+    def _who(self) -> str:
+        return f"sinks.faiss collection {self._collection!r}"
+
+    def _raise_if_disk_full(self, exc: BaseException, file: str, need: int | None, kept: str) -> None:
+        """Re-raise a full disk as one clear OSError(ENOSPC) (ours already is one)."""
+        if is_disk_full(exc) and not (isinstance(exc, OSError) and self._who() in str(exc)):
+            raise disk_full_error(self._who(), file, need, kept) from exc
+
+    def _append(self, payload: bytes, what: str) -> None:
+        try:
+            self._journal.append(payload)
+        except Exception as exc:
+            self._raise_if_disk_full(
+                exc, self._wal_path, len(payload),
+                f"Nothing of this {what} was stored; the snapshot and the journal hold every "
+                f"acknowledged upsert before it.",
+            )
+            raise
+
+    def flush(self) -> None:
+        """Every upsert is already journaled and fsynced when it returns; with ``fsync=False``
+        this fsyncs the journal."""
+        self._check_open()
+        if self._journal is not None and not self.fsync:
+            self._journal.sync()
+
+    def _checkpoint_if_due(self) -> None:
+        """After a journaled write: a snapshot that does not fit on the disk does not fail the
+        write (it is durable in the journal); it is retried at ``close()``."""
+        if self._snapshot_deferred:
+            return
+        try:
+            self._maybe_checkpoint()
+        except OSError as exc:
+            if not is_disk_full(exc) or self._journal is None:
+                raise  # the journal is gone too: this sink cannot take more writes
+            self._snapshot_deferred = True
+            log.warning("%s (the write itself is in the journal; the snapshot is retried at close)", exc)
 
     def _maybe_checkpoint(self) -> None:
         from .storage import WAL_HEADER_SIZE
@@ -749,9 +832,9 @@ class FaissSink(Sink):
         metas = [{**md, "content_hash": h} for md, h in zip(batch.metadata, batch.content_hashes)]
         self._ensure_writable()
         blob, stored_meta = normalise_metadata(metas)
-        self._journal.append(encode_upsert(ids, blob, vecs))
+        self._append(encode_upsert(ids, blob, vecs), f"upsert of {len(ids)} records")
         self._apply_upsert(ids, vecs, stored_meta)
-        self._maybe_checkpoint()
+        self._checkpoint_if_due()
 
     def delete(self, ids: Iterable[str]) -> None:
         """Remove tracks (unknown ids are ignored); durable when it returns."""
@@ -765,9 +848,9 @@ class FaissSink(Sink):
         present = [tid for tid in wanted if tid in self._row]
         if not present:
             return
-        self._journal.append(encode_delete(present))
+        self._append(encode_delete(present), f"delete of {len(present)} ids")
         self._apply_delete(present)
-        self._maybe_checkpoint()
+        self._checkpoint_if_due()
 
     def search(self, vectors: np.ndarray, k: int = 10, filter: str | None = None) -> list[list[Hit]]:
         """``k`` nearest stored tracks per query row, best first, with exact scores.
@@ -859,6 +942,18 @@ class FaissSink(Sink):
 
 
 # ---------------------------------------------------------------------- faiss helpers
+
+
+class _ByteCounter:
+    """A ``write`` callback that only counts: the size of a serialised index."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, data: Any) -> int:
+        size = len(memoryview(data).cast("B"))
+        self.n += size
+        return size
 
 
 def faiss_deserialize(data: bytearray) -> Any:

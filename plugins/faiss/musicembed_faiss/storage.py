@@ -145,20 +145,26 @@ def write_snapshot(
     ids: list[str],
     metadata: list[dict[str, Any]],
     write_index: Callable[[Callable[[bytes], int]], None] | None,
+    ensure_space: Callable[[int], None] | None = None,
 ) -> int:
     """Atomically replace ``path`` with a complete snapshot; returns its size in bytes.
 
     ``write_index(write)`` streams the serialised FAISS index through ``write``
-    (``None``: no index section).
+    (``None``: no index section). ``ensure_space(nbytes)`` is called with the size
+    of the sections other than the index before anything is written (it raises
+    when they, and the index, will not fit).
     """
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
     labels = np.ascontiguousarray(labels, dtype="<i8")
+    records = dumps({"ids": ids, "metadata": metadata})
+    if ensure_space is not None:
+        ensure_space(len(SNAP_MAGIC) + vectors.nbytes + labels.nbytes + len(records) + 4096)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(SNAP_MAGIC)
         w = _SectionWriter(fh)
         w.section("vectors", vectors)
         w.section("labels", labels)
-        w.section("records", dumps({"ids": ids, "metadata": metadata}))
+        w.section("records", records)
         if write_index is not None:
             w.begin("index")
             write_index(w.write)
@@ -381,15 +387,28 @@ class JournalWriter:
         self.records = 0
 
     def append(self, payload: bytes) -> None:
+        """Append one record; on failure (a full disk) the journal is cut back to its last
+        complete record, so the next append or reopen finds no torn bytes."""
         data = memoryview(frame(payload))
-        os.lseek(self.fd, self.size, os.SEEK_SET)
-        written = 0
-        while written < len(data):
-            written += os.write(self.fd, data[written:])
-        if self.fsync:
-            os.fsync(self.fd)
+        try:
+            os.lseek(self.fd, self.size, os.SEEK_SET)
+            written = 0
+            while written < len(data):
+                written += os.write(self.fd, data[written:])
+            if self.fsync:
+                os.fsync(self.fd)
+        except OSError:
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:  # pragma: no cover - replay stops at the torn record anyway
+                pass
+            raise
         self.size += len(data)
         self.records += 1
+
+    def sync(self) -> None:
+        """fsync the journal (for writers opened with ``fsync=False``)."""
+        os.fsync(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:

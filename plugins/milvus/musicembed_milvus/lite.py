@@ -16,6 +16,7 @@ a client the user opened on the same file keeps working.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -89,8 +90,25 @@ def locked_error(path: str) -> DatabaseLockedError:
     )
 
 
+class _DropDiskFull(logging.Filter):
+    """Milvus Lite logs a traceback for every failed request; a full disk reaches the
+    caller as the sink's own clear ``OSError(ENOSPC)``, so that traceback only buries it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from musicembed_core.atomic import is_disk_full
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not is_disk_full(exc)
+
+
+_DISK_FULL_FILTER = _DropDiskFull()
+
+
 def acquire(path: str) -> None:
     """Before a client opens ``path``: refuse early if another process holds it."""
+    servicer_log = logging.getLogger("milvus_lite.adapter.grpc.servicer")
+    if _DISK_FULL_FILTER not in servicer_log.filters:
+        servicer_log.addFilter(_DISK_FULL_FILTER)
     with _lock:
         if _refs.get(path, 0) == 0:
             served = _served_in_process(path)

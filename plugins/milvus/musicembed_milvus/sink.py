@@ -4,6 +4,18 @@ One collection per embedding space. Milvus Lite (a local ``.db``, no server)
 by default; the same code talks to a Milvus server or cluster when ``uri`` is
 ``http(s)://HOST:PORT`` (with ``token``/``db_name``). pymilvus and numpy are
 imported inside methods: ``musicembed plugins`` imports this module.
+
+Durability: an upsert is durable when it returns. Milvus Lite appends it to its
+write-ahead log (written through to the operating system) before answering, so
+it survives kill -9; a server acknowledges it once it is in its own log. So
+``flush()`` has nothing to do (and does not call Milvus' flush, which would seal
+a small segment each time).
+
+Records Milvus cannot store (an id or path that is not valid UTF-8, such as an
+undecodable file name; NaN; a wrong dim) are refused before any request, with
+an error naming the track. A full disk under a Milvus Lite database ends in one
+``OSError(ENOSPC)`` naming the collection and database, checked before the
+request where possible; the rows acknowledged before it are kept.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ from musicembed_core import (
     stack_records,
     unit_rows,
 )
-from musicembed_core.atomic import json_default
+from musicembed_core.atomic import disk_full_error, ensure_free_space, is_disk_full, json_default
 
 from . import lite
 from .errors import DimensionMismatchError, FilterError, MilvusSinkError
@@ -460,9 +472,30 @@ class MilvusSink(Sink):
             ):
                 total += sizes[stop]
                 stop += 1
-            self._request(f"upsert of {stop - start} rows", self._client.upsert, self._name,
-                          rows[start:stop])
+            self._upsert_rows(rows[start:stop], total, start, len(rows))
             start = stop
+
+    def flush(self) -> None:
+        """Nothing to do: an upsert is durable when it returns (module doc)."""
+        self._require_open()
+
+    def _upsert_rows(self, rows: list[dict], nbytes: int, done: int, total: int) -> None:
+        """One upsert request; on a Milvus Lite database, a full disk is one clear OSError."""
+        kept = (
+            f"These {len(rows)} rows were not acknowledged"
+            + (f" (the first {done} rows of this batch of {total} were)" if done else "")
+            + "; every upsert acknowledged before is kept."
+        )
+        if self._lite_path is not None:
+            # The write-ahead log takes about the request size; Milvus Lite writes it
+            # while answering, so check first rather than leave it a torn record.
+            ensure_free_space(self._lite_path, 2 * nbytes, self._where(), kept)
+        try:
+            self._request(f"upsert of {len(rows)} rows", self._client.upsert, self._name, rows)
+        except MilvusSinkError as exc:
+            if self._lite_path is not None and is_disk_full(exc):
+                raise disk_full_error(self._where(), self._lite_path, 2 * nbytes, kept) from exc
+            raise
 
     def _row(self, tid: str, vec: np.ndarray, content_hash: str,
              md: Mapping[str, Any]) -> tuple[dict, int]:
@@ -484,29 +517,42 @@ class MilvusSink(Sink):
         _check_string(content_hash, "content_hash", tid, HASH_MAX_BYTES, self._where())
         meta = {str(k): v for k, v in md.items() if k not in COLUMNS}
         try:
-            meta_json = json.dumps(meta, default=json_default, allow_nan=False)
+            meta_json = json.dumps(meta, default=json_default, allow_nan=False, ensure_ascii=False)
+            meta_bytes = len(meta_json.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"upsert into {self._where()}: metadata of track {tid!r} holds text that is not "
+                f"valid UTF-8 ({exc.object[max(0, exc.start - 20):exc.end + 20]!r}), which Milvus "
+                f"cannot store; the track is not stored"
+            ) from None
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"upsert into {self._where()}: metadata of track {tid!r} is not JSON: {exc}"
             ) from None
-        if len(meta_json.encode()) > JSON_MAX_BYTES:
+        if meta_bytes > JSON_MAX_BYTES:
             raise ValueError(
                 f"upsert into {self._where()}: metadata of track {tid!r} is "
-                f"{len(meta_json.encode())} bytes as JSON; Milvus takes at most {JSON_MAX_BYTES}"
+                f"{meta_bytes} bytes as JSON; Milvus takes at most {JSON_MAX_BYTES}"
             )
         row: dict[str, Any] = {"id": tid}
         for p in self._parts:
             row[p.field] = vec[p.start : p.stop]
         row.update({PATH: path, DURATION: duration, CONTENT_HASH: content_hash,
                     SPACE_HASH: self._space.hash if self._space else "", META: json.loads(meta_json)})
-        size = 4 * self._dim + len(tid) + len(path or "") + len(content_hash) + len(meta_json) + 128
+        size = 4 * self._dim + len(tid) + len(path or "") + len(content_hash) + meta_bytes + 128
         return row, size
 
     def delete(self, ids: Iterable[str]) -> None:
         self._require_writable()
         for chunk in chunks(list(ids)):
-            self._request(f"delete of {len(chunk)} ids", self._client.delete, self._name,
-                          filter=id_in(chunk))
+            try:
+                self._request(f"delete of {len(chunk)} ids", self._client.delete, self._name,
+                              filter=id_in(chunk))
+            except MilvusSinkError as exc:
+                if self._lite_path is not None and is_disk_full(exc):
+                    raise disk_full_error(self._where(), self._lite_path, None,
+                                          "These ids are still stored.") from exc
+                raise
 
     # ------------------------------------------------------------------ reads
 
@@ -667,9 +713,11 @@ def _check_string(value: str, what: str, tid: str, max_bytes: int, where: str) -
     try:
         n = len(value.encode("utf-8"))
     except UnicodeEncodeError:
+        of = "" if what == "track id" else f" of track {tid!r}"
         raise ValueError(
-            f"upsert into {where}: {what} {value!r} is not valid UTF-8 (a file name in another "
-            f"encoding); rename the file"
+            f"upsert into {where}: {what} {value!r}{of} is not valid UTF-8 (a file name in "
+            f"another encoding), which Milvus cannot store: the track is not stored; rename the "
+            f"file to store it"
         ) from None
     if what == "track id" and n == 0:
         raise ValueError(f"upsert into {where}: empty track id")
