@@ -145,6 +145,11 @@ class OutputWriter:
         cause = disk_full_cause(exc)
         if cause is None:
             return
+        said = cause.strerror or str(cause)
+        if "disk full" in said:  # the output already said which file, what was kept, what to do
+            raise DiskFullError(
+                f"{said} ({self.stored} records of this run had reached {self.label}.)"
+            ) from exc
         raise DiskFullError(
             f"disk full while writing {self.label} to {self.location}: {cause.strerror or cause}"
             f"{f' ({cause.filename})' if cause.filename else ''}. {self.stored} records of this "

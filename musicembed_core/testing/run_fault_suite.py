@@ -86,12 +86,13 @@ class RunFaultSuite:
 
     # ------------------------------------------------------------------ helpers
     @pytest.fixture(scope="class")
-    def fault_library(self, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    @classmethod
+    def fault_library(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
         from ..examples import synth_clip, write_audio
 
         lib = tmp_path_factory.mktemp("fault-lib")
-        for i in range(self.tracks):
-            write_audio(lib / f"t{i:03d}.wav", synth_clip(self.seconds, 16000, seed=i), 16000)
+        for i in range(cls.tracks):
+            write_audio(lib / f"t{i:03d}.wav", synth_clip(cls.seconds, 16000, seed=i), 16000)
         return lib
 
     def command(self, source: Path, out: Path, *extra: str) -> list[str]:
