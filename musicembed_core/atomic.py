@@ -245,17 +245,23 @@ def ensure_free_space(path: str | os.PathLike[str], need: int, who: str, kept: s
         raise disk_full_error(who, path, need, kept, free, margin)
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` (or an exception it was raised from) is a full disk or quota,
-    including libraries that keep only the text (HDF5: ``errno = 28``; gRPC: ``[Errno 28]``)."""
+def disk_full_cause(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain (causes and contexts) that says the disk or quota is
+    full, or None; recognises libraries that keep only the text (HDF5: ``errno = 28``;
+    gRPC: ``[Errno 28]``)."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if getattr(cur, "errno", None) in DISK_FULL_ERRNOS:
-            return True
+            return cur
         text = str(cur)
         if any(f"errno = {n}," in text or f"[Errno {n}]" in text for n in DISK_FULL_ERRNOS):
-            return True
+            return cur
         cur = cur.__cause__ or cur.__context__
-    return False
+    return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a full disk or quota."""
+    return disk_full_cause(exc) is not None

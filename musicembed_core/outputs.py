@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import errno
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .atomic import disk_full_cause
 from .components import Exporter, Record, Sink
 from .errors import ConfigError, MusicembedError
 
 log = logging.getLogger("musicembed")
 
-DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class DiskFullError(MusicembedError):
@@ -40,18 +39,6 @@ class DiskFullError(MusicembedError):
 
 class OutputBrokenError(MusicembedError):
     """An output refused every record of a batch, each on its own: the output, not the data."""
-
-
-def disk_full_cause(exc: BaseException) -> OSError | None:
-    """The ``ENOSPC``-like OSError in ``exc``'s chain, if any."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, OSError) and cur.errno in DISK_FULL_ERRNOS:
-            return cur
-        cur = cur.__cause__ or cur.__context__
-    return None
 
 
 @dataclass
@@ -145,14 +132,14 @@ class OutputWriter:
         cause = disk_full_cause(exc)
         if cause is None:
             return
-        said = cause.strerror or str(cause)
+        said = getattr(cause, "strerror", None) or str(cause)
         if "disk full" in said:  # the output already said which file, what was kept, what to do
             raise DiskFullError(
                 f"{said} ({self.stored} records of this run had reached {self.label}.)"
             ) from exc
         raise DiskFullError(
-            f"disk full while writing {self.label} to {self.location}: {cause.strerror or cause}"
-            f"{f' ({cause.filename})' if cause.filename else ''}. {self.stored} records of this "
+            f"disk full while writing {self.label} to {self.location}: {said}"
+            f"{f' ({cause.filename})' if getattr(cause, 'filename', None) else ''}. {self.stored} records of this "
             "run were stored by it before; what was written before is intact. Free some space "
             "and run the same command again: it resumes where it stopped."
         ) from exc
@@ -252,7 +239,7 @@ def open_outputs(cfg: Any, prepared: Sequence[Any], output_dir: Path) -> list[Ou
                     if cause is not None:
                         raise DiskFullError(
                             f"disk full while opening exporters.{exp.name} ({p.name}) at {path}: "
-                            f"{cause.strerror or cause}. Free some space and run again."
+                            f"{getattr(cause, 'strerror', None) or cause}. Free some space and run again."
                         ) from exc
                     raise
                 outs.writers.append(OutputWriter(exp, f"exporters.{exp.name} ({p.name})", path, False))

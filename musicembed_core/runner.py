@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, disk_full_cause
 from .components import Record, check_projector
 from .errors import MusicembedError
 from .outputs import (
@@ -30,7 +30,6 @@ from .outputs import (
     OutputSet,
     Refusal,
     close_outputs,
-    disk_full_cause,
     flush_outputs,
     known_everywhere,
     open_outputs,
@@ -314,7 +313,8 @@ def _execute_locked(
         cause = disk_full_cause(failure)
         if cause is not None and not isinstance(failure, DiskFullError):
             raise DiskFullError(
-                f"disk full: {cause.strerror} ({cause.filename or output_dir}). What was written "
+                f"disk full: {getattr(cause, 'strerror', None) or cause} "
+                f"({getattr(cause, 'filename', None) or output_dir}). What was written "
                 "before is intact; free some space and run the same command again."
             ) from failure
         raise failure

@@ -299,15 +299,10 @@ def _scenario(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _carries_disk_full(exc: BaseException) -> bool:
-    """An OSError with errno ENOSPC/EDQUOT, or an error carrying one (``errno`` or cause)."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if getattr(cur, "errno", None) in DISK_FULL_ERRNOS:
-            return True
-        cur = cur.__cause__
-    return False
+    """An error that is, or was raised from, a full disk or quota."""
+    from ..atomic import is_disk_full
+
+    return is_disk_full(exc)
 
 
 def _describe(exc: BaseException, during: str) -> dict[str, Any]:
