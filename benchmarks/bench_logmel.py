@@ -9,7 +9,12 @@ machines are noisy; absolute figures are for orientation only):
    1-minute file (target: ratio < 1.5), plus what loading the 60-minute file
    whole would cost, for scale.
 
-    python benchmarks/bench_logmel.py [--tracks 12] [--seconds 60] [--long-minutes 60]
+    python benchmarks/bench_logmel.py [--tracks 12] [--seconds 60] [--load] [--repeat 3]
+                                      [--long-minutes 60] [--skip-memory]
+
+``--load`` repeats the speed figures while one busy-loop process runs beside them;
+the decode ceiling is decode + resample alone with the pipeline's two decode
+threads (the most any pipeline could do with a free encoder).
 """
 
 from __future__ import annotations
@@ -45,13 +50,48 @@ def build_run(source: Path, out: Path):
     return run_config()
 
 
+LAST_TIMINGS: dict[str, float] = {}
+
+
 def run_pipeline(source: Path, out: Path) -> tuple[float, float]:
     from musicembed_core.runner import execute
 
     cfg = build_run(source, out)
     summary = execute(cfg, show_progress=False)
     assert summary.files_failed == 0, summary.failures
+    LAST_TIMINGS.clear()
+    LAST_TIMINGS.update(summary.timings)
     return summary.audio_seconds, summary.wall_seconds
+
+
+def decode_ceiling(files: list[Path], threads: int, rate: int = 16000) -> tuple[float, float]:
+    """Decode + resample alone with ``threads`` threads (the pipeline's decode_workers):
+    the most a pipeline with a free encoder could do."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from musicembed_core.audio import stream_resampled
+
+    def one(f: Path) -> float:
+        info, blocks = stream_resampled(f, [rate])
+        return sum(b[rate].size for b in blocks) / rate
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        seconds = sum(pool.map(one, files))
+    return seconds, time.perf_counter() - t0
+
+
+def busy_process() -> subprocess.Popen:
+    """Another CPU-bound process on the machine (a music server is never idle)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def speed_round(lib: Path, files: list[Path], out: Path, decode_workers: int = 2) -> dict[str, float]:
+    """Plain loop, pipeline and the decode ceiling, interleaved in one round."""
+    base_s, base_t = plain_loop(files)
+    pipe_s, pipe_t = run_pipeline(lib, out)
+    ceil_s, ceil_t = decode_ceiling(files, decode_workers)
+    return {"plain": base_s / base_t, "pipeline": pipe_s / pipe_t, "ceiling": ceil_s / ceil_t}
 
 
 def plain_loop(files: list[Path]) -> tuple[float, float]:
@@ -102,6 +142,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="length of each example track")
     ap.add_argument("--long-minutes", type=float, default=60.0)
     ap.add_argument("--device", default="cpu", help="where logmel runs (cpu, cuda)")
+    ap.add_argument("--load", action="store_true",
+                    help="also measure while one other CPU-bound process runs (started here)")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds per condition")
+    ap.add_argument("--skip-memory", action="store_true", help="speed only")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     ap.add_argument("--load-whole", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -134,12 +178,31 @@ def main() -> None:
             write_audio(lib / f"t{i:02d}{exts[i % len(exts)]}", synth_clip(a.seconds, sr, seed=i, channels=1 + i % 2), sr)
         files = sorted(lib.iterdir())
         plain_loop(files[:1])  # warm-up (allocator, caches)
-        base_s, base_t = plain_loop(files)
-        pipe_s, pipe_t = run_pipeline(lib, tmp / "out")
-        print(f"speed ({a.tracks} tracks x {a.seconds:.0f} s, logmel on {a.device}, this machine):")
-        print(f"  plain loop          {base_s / base_t:8.1f}x realtime")
-        print(f"  musicembed pipeline {pipe_s / pipe_t:8.1f}x realtime  (incl. hashing, HDF5 writes)")
-        print(f"  ratio pipeline / plain loop: {(pipe_s / pipe_t) / (base_s / base_t):.2f}")
+        conditions = ["quiet"] + (["one busy process"] if a.load else [])
+        print(f"speed ({a.tracks} tracks x {a.seconds:.0f} s, logmel on {a.device}, this machine; "
+              f"median of {a.repeat} interleaved rounds):")
+        for cond in conditions:
+            busy = busy_process() if cond != "quiet" else None
+            try:
+                rounds = [speed_round(lib, files, tmp / f"out-{cond[:5]}-{r}") for r in range(a.repeat)]
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+            med = {k: sorted(r[k] for r in rounds)[len(rounds) // 2] for k in rounds[0]}
+            ratio = sorted(r["pipeline"] / r["plain"] for r in rounds)[len(rounds) // 2]
+            of_ceiling = sorted(r["pipeline"] / r["ceiling"] for r in rounds)[len(rounds) // 2]
+            print(f"  [{cond}]")
+            print(f"    plain loop                    {med['plain']:8.1f}x realtime")
+            print(f"    musicembed pipeline           {med['pipeline']:8.1f}x realtime  "
+                  "(incl. start-up, hashing, HDF5 writes)")
+            print(f"    decode + resample alone (2 threads) {med['ceiling']:8.1f}x realtime")
+            print(f"    ratio pipeline / plain loop: {ratio:.2f}   "
+                  f"pipeline / decode ceiling: {of_ceiling:.2f}")
+            split = ", ".join(f"{k} {v:.2f}" for k, v in sorted(LAST_TIMINGS.items()))
+            print(f"    last pipeline run, seconds: {split}")
+        if a.skip_memory:
+            return
 
         short, long_ = tmp / "one_minute.wav", tmp / "long.wav"
         write_long(short, 1.0)

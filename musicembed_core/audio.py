@@ -16,6 +16,7 @@ where they are used so ``import musicembed_core.audio`` stays cheap.
 from __future__ import annotations
 
 import os
+import time
 import pathlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -458,14 +459,16 @@ class StreamResampler:
 
 
 def stream_resampled(
-    path: str | os.PathLike, rates: Iterable[int], block_seconds: float = 8.0
+    path: str | os.PathLike, rates: Iterable[int], block_seconds: float = 8.0,
+    timings: dict[str, float] | None = None,
 ) -> tuple[AudioInfo, Iterator[dict[int, np.ndarray]]]:
     """Decode once, resample once per distinct rate; yield ``{rate: next block}``.
 
     Blocks are about ``block_seconds`` of input each (early ones may be short or
     empty because of resampler latency). Concatenating every block of one rate
     gives the whole resampled signal, ``round(frames * rate / native_rate)``
-    samples long.
+    samples long. ``timings`` (if given) accumulates the seconds spent in
+    ``"decode"`` and ``"resample"``.
     """
     targets = sorted({int(r) for r in rates})
     if not targets:
@@ -477,15 +480,30 @@ def stream_resampled(
     mono = blocks(block_frames)
     resamplers = {r: StreamResampler(info.sample_rate, r) for r in targets}
 
+    clock = time.perf_counter
+
+    def resampled(block: np.ndarray, last: bool = False) -> dict[int, np.ndarray]:
+        t0 = clock()
+        out = {r: rs.process(block, last=last) for r, rs in resamplers.items()}
+        if timings is not None:
+            timings["resample"] = timings.get("resample", 0.0) + clock() - t0
+        return out
+
     def gen() -> Iterator[dict[int, np.ndarray]]:
         prev: np.ndarray | None = None
         try:
-            for block in mono:  # one block of look-ahead, so the real last block flushes
+            while True:  # one block of look-ahead, so the real last block flushes
+                t0 = clock()
+                block = next(mono, None)
+                if timings is not None:
+                    timings["decode"] = timings.get("decode", 0.0) + clock() - t0
+                if block is None:
+                    break
                 if prev is not None:
-                    yield {r: rs.process(prev) for r, rs in resamplers.items()}
+                    yield resampled(prev)
                 prev = block
             if prev is not None:
-                yield {r: rs.process(prev, last=True) for r, rs in resamplers.items()}
+                yield resampled(prev, last=True)
         finally:
             mono.close()
 

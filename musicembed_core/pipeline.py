@@ -19,6 +19,7 @@ import math
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -214,8 +215,71 @@ class _Track:
 _END = object()
 
 
+class ThreadBudget:
+    """torch's intra-op threads for the encoders, sized to what the decoders leave free.
+
+    The decode threads and the encoder share the machine's cores. With a cheap
+    encoder the decoders are the bottleneck: the encoder then runs on the cores
+    they leave (``cores - decode_workers``, at least 1), because an oversubscribed
+    torch thread pool spin-waits against them and collapses as soon as anything
+    else runs on the machine. With a heavy encoder the decoders soon wait on a
+    full queue: the encoder then gets every thread torch would use. The switch
+    follows how full the chunk queue is (smoothed, with hysteresis); the previous
+    setting is restored at the end. ``fixed`` pins the number (``run.torch_threads``).
+    """
+
+    def __init__(self, decode_workers: int, fixed: int | None = None) -> None:
+        self.decode_workers = decode_workers
+        self.fixed = fixed
+        self.saved: int | None = None
+        self.current: int | None = None
+        self.fill = 0.0
+        self.switches = 0
+
+    def start(self) -> None:
+        import torch
+
+        self.saved = torch.get_num_threads()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.high = self.saved
+        self.low = max(1, min(self.saved, cores - self.decode_workers))
+        self._set(self.fixed if self.fixed else self.low)
+
+    def _set(self, n: int) -> None:
+        import torch
+
+        if n != self.current:
+            torch.set_num_threads(int(n))
+            if self.current is not None:
+                self.switches += 1
+            self.current = n
+
+    def observe(self, queue_fill: float) -> None:
+        """Called before each batch with the queue's fill (0 empty .. 1 full)."""
+        if self.fixed or self.saved is None:
+            return
+        self.fill = 0.7 * self.fill + 0.3 * queue_fill
+        if self.fill > 0.6:
+            self._set(self.high)  # the encoder is the bottleneck: give it every thread
+        elif self.fill < 0.2:
+            self._set(self.low)  # the decoders are: leave them their cores
+
+    def stop(self) -> None:
+        if self.saved is not None:
+            import torch
+
+            torch.set_num_threads(self.saved)
+            self.saved = None
+            self.current = None
+
+
 class Embedder:
-    """Turns files into vectors for several embeddings in one decoding pass."""
+    """Turns files into vectors for several embeddings in one decoding pass.
+
+    ``timings`` (seconds, summed over threads) says where the time went:
+    ``hash``, ``decode`` and ``resample`` on the decode threads; ``encode``,
+    ``pool`` and ``wait`` (the main thread waiting for chunks) on the main thread.
+    """
 
     def __init__(
         self,
@@ -225,8 +289,12 @@ class Embedder:
         hash_cache: HashCache | None = None,
         known: Sequence[Mapping[str, str]] | None = None,
         queue_chunks: int | None = None,
+        torch_threads: int | None = None,
     ) -> None:
         self.embeddings = list(embeddings)
+        self.budget = ThreadBudget(decode_workers, torch_threads)
+        self.timings: dict[str, float] = {}
+        self._thread_timings: list[dict[str, float]] = []
         self.batch_size = batch_size
         self.decode_workers = decode_workers
         self.hash_cache = hash_cache or HashCache(None)
@@ -235,6 +303,8 @@ class Embedder:
         self.geometry = [p.geometry for p in self.embeddings]
         self.rates = sorted({g.sample_rate for g in self.geometry})
         self.batches_run = 0
+        self._queue: "queue.Queue[Any] | None" = None
+        self._local = threading.local()
 
     def load(self) -> None:
         for p in self.embeddings:
@@ -245,15 +315,19 @@ class Embedder:
         from .audio import stream_resampled
 
         job = track.job
+        clock = time.perf_counter
+        timings = self._local.timings
         try:
             check_id(job.id)
+            t0 = clock()
             digest, st = self.hash_cache.hash(job.path)
+            timings["hash"] = timings.get("hash", 0.0) + clock() - t0
             track.content_hash = digest
             track.needed = [self.known[e].get(job.id) != digest for e in range(len(self.embeddings))]
             if not any(track.needed):
                 out.put(("skip", track))
                 return
-            info, blocks = stream_resampled(job.path, self.rates)
+            info, blocks = stream_resampled(job.path, self.rates, timings=timings)
             chunkers = [
                 _Chunker.of(g) if track.needed[e] else None for e, g in enumerate(self.geometry)
             ]
@@ -295,6 +369,9 @@ class Embedder:
             out.put(("fail", track, reason))
 
     def _worker(self, jobs: Iterator[_Track], lock: threading.Lock, out: "queue.Queue[Any]") -> None:
+        self._local.timings = {}
+        with lock:
+            self._thread_timings.append(self._local.timings)
         try:
             while True:
                 with lock:
@@ -315,6 +392,10 @@ class Embedder:
         if not live:
             return []
         wave = torch.from_numpy(np.stack([it[2] for it in live]))
+        if self._queue is not None:
+            self.budget.observe(self._queue.qsize() / max(1, self._queue.maxsize))
+        clock = time.perf_counter
+        t0 = clock()
         try:
             out = prep.encoder.encode(wave)
             if out.dim() != 4 or out.shape[1] != len(live):
@@ -328,6 +409,8 @@ class Embedder:
                 track.failed = f"encoder {prep.encoder.name!r} failed: {type(exc).__name__}: {exc}"
             return [it[0] for it in live]
         self.batches_run += 1
+        t1 = clock()
+        self._add("encode", t1 - t0)
         touched = []
         overlap = self.geometry[e].overlap_frames
         for b, (track, idx, _) in enumerate(live):
@@ -343,7 +426,19 @@ class Embedder:
                     track.frames[e].append(fr.numpy())
                 track.fed[e] += 1
             touched.append(track)
+        self._add("pool", clock() - t1)
         return touched
+
+    def _add(self, key: str, seconds: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    def collect_timings(self) -> dict[str, float]:
+        """Main-thread and decode-thread timings so far (seconds, summed over threads)."""
+        out = dict(self.timings)
+        for t in self._thread_timings:
+            for k, v in list(t.items()):
+                out[k] = out.get(k, 0.0) + v
+        return out
 
     def embed(self, jobs: Iterable[Job]) -> Iterator[Result]:
         """Yield one :class:`Result` per job as tracks complete (not in input order)."""
@@ -351,6 +446,8 @@ class Embedder:
         keep = [p.keep_frames for p in self.embeddings]
         tracks = (_Track(j, len(self.embeddings), chains, keep) for j in jobs)
         out: "queue.Queue[Any]" = queue.Queue(maxsize=self.queue_chunks)
+        self._queue = out
+        self.budget.start()
         lock = threading.Lock()
         workers = [
             threading.Thread(target=self._worker, args=(tracks, lock, out), daemon=True)
@@ -407,7 +504,11 @@ class Embedder:
         try:
             while alive or any(full):
                 try:
-                    item = out.get(timeout=0.01) if any(full) else out.get()
+                    t_wait = time.perf_counter()
+                    try:
+                        item = out.get(timeout=0.01) if any(full) else out.get()
+                    finally:
+                        self._add("wait", time.perf_counter() - t_wait)
                 except queue.Empty:
                     # Decoders are slower than the model right now: don't idle.
                     e = max(range(len(full)), key=lambda i: len(full[i]))
@@ -448,6 +549,7 @@ class Embedder:
                     if r is not None:
                         yield r
         finally:
+            self.budget.stop()
             for t in list(in_flight.values()):
                 t.failed = t.failed or "run interrupted"
             # Drain so blocked decoders can observe `failed` and exit.

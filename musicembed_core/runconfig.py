@@ -69,6 +69,7 @@ class RunConfig:
     fail_fast: bool = False
     flush_every_tracks: int = 64
     flush_every_seconds: float = 30.0
+    torch_threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,6 +86,7 @@ def run_config(
     fail_fast: bool = False,
     flush_every_tracks: int = 64,
     flush_every_seconds: float = 30.0,
+    torch_threads: int | None = None,
 ) -> RunConfig:
     """A run: embed every audio file under ``source``.
 
@@ -102,6 +104,9 @@ def run_config(
       flush_every_tracks, flush_every_seconds: make every output durable (its
         ``flush()``) after this many embedded tracks or seconds, whichever comes
         first; a killed run redoes at most that much work.
+      torch_threads: torch intra-op threads for the encoders. None (default): sized
+        to what the decode threads leave free while they are the bottleneck, every
+        thread torch would use while the encoder is (see pipeline.ThreadBudget).
     """
     specs = list(embeddings)
     if not specs:
@@ -120,6 +125,8 @@ def run_config(
         )
     if batch_size < 1 or decode_workers < 1:
         raise ConfigError("run.batch_size and run.decode_workers must be >= 1")
+    if torch_threads is not None and int(torch_threads) < 1:
+        raise ConfigError(f"run.torch_threads={torch_threads!r} must be >= 1 (or None: automatic)")
     if int(flush_every_tracks) < 1 or float(flush_every_seconds) <= 0:
         raise ConfigError(
             f"run.flush_every_tracks={flush_every_tracks!r} must be >= 1 and "
@@ -137,4 +144,5 @@ def run_config(
         fail_fast=bool(fail_fast),
         flush_every_tracks=int(flush_every_tracks),
         flush_every_seconds=float(flush_every_seconds),
+        torch_threads=None if torch_threads is None else int(torch_threads),
     )

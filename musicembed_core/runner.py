@@ -68,6 +68,9 @@ class RunSummary:
     """Records an output would not store: {output, id, reason}."""
     error: str | None = None
     """The error that stopped the run, if any (disk full, a broken output)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Where the time went (seconds; decode-side figures summed over threads): startup,
+    hash, decode, resample, wait (for chunks), encode, pool, write."""
     refused_ids: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -77,6 +80,7 @@ class RunSummary:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("refused_ids", None)
+        d["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         d["realtime_factor"] = round(self.realtime_factor, 2)
         d["audio_seconds"] = round(self.audio_seconds, 3)
         d["wall_seconds"] = round(self.wall_seconds, 3)
@@ -280,12 +284,18 @@ def _execute_locked(
             decode_workers=cfg.decode_workers,
             hash_cache=cache,
             known=[known_everywhere(o) for o in opened],
+            torch_threads=cfg.torch_threads,
         )
         with console.status("loading encoders..."):
             embedder.load()
+        summary.timings["startup"] = time.perf_counter() - started
         stop.phase = "running"
         policy = FlushPolicy(cfg.flush_every_tracks, cfg.flush_every_seconds)
-        _consume(embedder, jobs, prepared, opened, summary, cfg, console, show_progress, stop, policy)
+        try:
+            _consume(embedder, jobs, prepared, opened, summary, cfg, console, show_progress, stop,
+                     policy)
+        finally:
+            summary.timings.update(embedder.collect_timings())
     except StopRequested:
         summary.interrupted = True
         console.print("[yellow]stopped while starting: nothing was embedded[/yellow]")
@@ -296,10 +306,12 @@ def _execute_locked(
         failure = exc
     finally:
         stop.phase = "finishing"
+        t_close = time.perf_counter()
         try:
             _note_refusals(close_outputs(opened), summary)
         except BaseException as exc:  # noqa: BLE001
             failure = failure or exc
+        summary.timings["write"] = summary.timings.get("write", 0.0) + time.perf_counter() - t_close
         try:
             cache.save()
         except OSError as exc:  # a full disk: the real error is the output's, said below
@@ -376,13 +388,16 @@ def _consume(
         transient=False,
     ) as progress:
         task = progress.add_task("embed", total=len(jobs), rt="")
+        clock = time.perf_counter
         for res in embedder.embed(jobs):
+            t_write = clock()
             _handle(res, prepared, opened, summary)
             if res.status == "ok":
                 policy.track_done()
             if policy.due():
                 _note_refusals(flush_outputs(opened), summary)
                 policy.flushed()
+            summary.timings["write"] = summary.timings.get("write", 0.0) + clock() - t_write
             elapsed = time.perf_counter() - t0
             rt = f"{summary.audio_seconds / elapsed:.1f}x realtime" if elapsed > 0 else ""
             progress.update(task, advance=1, rt=rt)

@@ -1,0 +1,60 @@
+"""The encoders' torch thread budget: sized to what the decoders leave while they are the
+bottleneck, all of torch's threads while the encoder is, restored afterwards; and the run's
+time split in summary.json."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from musicembed_core.pipeline import ThreadBudget
+from musicembed_core.testing import run_cli
+
+
+def test_budget_follows_the_queue_and_restores_the_setting():
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        b = ThreadBudget(decode_workers=2)
+        b.start()
+        cores = b.low + 2  # low = cores - decode workers (at least 1, at most torch's own)
+        assert b.low == max(1, min(4, cores - 2)) and b.high == 4
+        assert torch.get_num_threads() == b.low
+        for _ in range(6):
+            b.observe(1.0)  # the queue stays full: the encoder is the bottleneck
+        assert torch.get_num_threads() == 4
+        for _ in range(8):
+            b.observe(0.0)  # the queue runs dry: the decoders are
+        assert torch.get_num_threads() == b.low
+        b.stop()
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_fixed_number_is_kept():
+    before = torch.get_num_threads()
+    try:
+        b = ThreadBudget(decode_workers=2, fixed=1)
+        b.start()
+        for _ in range(6):
+            b.observe(1.0)
+        assert torch.get_num_threads() == 1
+        b.stop()
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_summary_says_where_the_time_went(tmp_path, example_dir):
+    proc = run_cli(
+        "run", "--gin_file", "runs/quickstart.gin", "--no-progress", "--json",
+        "--gin_param", f"run.source = '{example_dir}'",
+        "--gin_param", f"run.output_dir = '{tmp_path / 'out'}'",
+        "--gin_param", "run.torch_threads = 1",
+        cwd=tmp_path,
+    )
+    timings = json.loads(proc.stdout)["timings"]
+    assert {"startup", "hash", "decode", "resample", "wait", "encode", "pool", "write"} <= set(timings)
+    assert all(v >= 0 for v in timings.values()) and timings["encode"] > 0 and timings["decode"] > 0
