@@ -17,6 +17,7 @@ same invocation (these machines are noisy):
 
     python benchmarks/bench_encoders.py                       # the issue's sizes (slow on 2 cores)
     python benchmarks/bench_encoders.py --tracks 2 --minutes 3 --separate --skip-memory
+    python benchmarks/bench_encoders.py --hide --tracks 3 --minutes 1   # wall vs forward passes
 """
 
 from __future__ import annotations
@@ -80,7 +81,24 @@ def run_pipeline(source: Path, out: Path, which: tuple[str, ...] = ("mert", "mus
     )
     summary = execute(run_config(), show_progress=False)
     assert summary.files_failed == 0, summary.failures
+    LAST_TIMINGS.clear()
+    LAST_TIMINGS.update(summary.timings)
     return summary.audio_seconds, summary.wall_seconds
+
+
+LAST_TIMINGS: dict[str, float] = {}
+
+
+def print_split(wall: float) -> None:
+    """Where a pipeline run's time went, and how much of it was not the model."""
+    t = LAST_TIMINGS
+    encode = t.get("encode", 0.0)
+    print(f"  end-to-end wall {wall:.1f} s, encoder forward passes {encode:.1f} s: "
+          f"wall / encode = {wall / encode:.3f} (target <= 1.15)")
+    main = ("startup", "encode", "pool", "write", "wait")
+    side = ("hash", "decode", "resample")
+    print("  main thread: " + ", ".join(f"{k} {t.get(k, 0.0):.2f} s" for k in main))
+    print("  decode threads (summed): " + ", ".join(f"{k} {t.get(k, 0.0):.2f} s" for k in side))
 
 
 def plain_loop(files: list[Path], models: dict) -> tuple[float, float]:
@@ -111,6 +129,9 @@ def main() -> None:
     ap.add_argument("--separate", action="store_true", help="also time one encoder per pipeline run")
     ap.add_argument("--repeat", type=int, default=1, help="interleaved repeats (best of each)")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--hide", action="store_true",
+                    help="MERT-95M alone: how close end-to-end wall time is to the encoder's own "
+                    "forward passes in the same run, and the time split")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -131,6 +152,17 @@ def main() -> None:
         t = time.perf_counter()
         models = build_checkpoints(cache, tmp / "ckpt")
         print(f"built full-size random-weight checkpoints in {time.perf_counter() - t:.0f} s", flush=True)
+
+        if a.hide:
+            lib = tmp / "hide-lib"
+            lib.mkdir()
+            for i in range(a.tracks):
+                write_audio(lib / f"t{i:02d}.flac", synth_clip(a.minutes * 60, 44100, seed=i, channels=2), 44100)
+            print(f"hiding everything but the model: {a.tracks} tracks x {a.minutes:g} min, MERT-95M "
+                  "alone (5 s windows, batch 8)", flush=True)
+            _, wall = run_pipeline(lib, tmp / "out-hide", ("mert",))
+            print_split(wall)
+            return
 
         if not a.skip_speed:
             lib = tmp / "lib"

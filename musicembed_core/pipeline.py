@@ -222,10 +222,12 @@ class ThreadBudget:
     encoder the decoders are the bottleneck: the encoder then runs on the cores
     they leave (``cores - decode_workers``, at least 1), because an oversubscribed
     torch thread pool spin-waits against them and collapses as soon as anything
-    else runs on the machine. With a heavy encoder the decoders soon wait on a
-    full queue: the encoder then gets every thread torch would use. The switch
-    follows how full the chunk queue is (smoothed, with hysteresis); the previous
-    setting is restored at the end. ``fixed`` pins the number (``run.torch_threads``).
+    else runs on the machine. With a heavy encoder, chunks are always ready when
+    the encoder asks (the decoders wait on a full queue): the encoder then gets
+    every thread torch would use, as it does once decoding is over. The switch
+    follows the share of time the encoder thread waits for chunks (smoothed, with
+    hysteresis); the previous setting is restored at the end. ``fixed`` pins the
+    number (``run.torch_threads``).
     """
 
     def __init__(self, decode_workers: int, fixed: int | None = None) -> None:
@@ -233,7 +235,7 @@ class ThreadBudget:
         self.fixed = fixed
         self.saved: int | None = None
         self.current: int | None = None
-        self.fill = 0.0
+        self.fill = 1.0  # start as if decoder-bound: the queue is empty at the start
         self.switches = 0
 
     def start(self) -> None:
@@ -254,15 +256,21 @@ class ThreadBudget:
                 self.switches += 1
             self.current = n
 
-    def observe(self, queue_fill: float) -> None:
-        """Called before each batch with the queue's fill (0 empty .. 1 full)."""
+    def observe(self, waited: float, busy: float, decoding: bool) -> None:
+        """Called before each batch: ``waited`` seconds the encoder thread spent waiting
+        for chunks since the previous batch, ``busy`` seconds it spent encoding it,
+        ``decoding``: whether decoders are still running."""
         if self.fixed or self.saved is None:
             return
-        self.fill = 0.7 * self.fill + 0.3 * queue_fill
-        if self.fill > 0.6:
-            self._set(self.high)  # the encoder is the bottleneck: give it every thread
-        elif self.fill < 0.2:
-            self._set(self.low)  # the decoders are: leave them their cores
+        if not decoding:
+            self._set(self.high)  # nothing left to decode: the encoder gets every thread
+            return
+        share = waited / (waited + busy) if waited + busy > 0 else 1.0
+        self.fill = 0.6 * self.fill + 0.4 * share
+        if self.fill < 0.05:
+            self._set(self.high)  # chunks are always ready: the encoder is the bottleneck
+        elif self.fill > 0.2:
+            self._set(self.low)  # the encoder waits for chunks: the decoders are
 
     def stop(self) -> None:
         if self.saved is not None:
@@ -305,6 +313,9 @@ class Embedder:
         self.batches_run = 0
         self._queue: "queue.Queue[Any] | None" = None
         self._local = threading.local()
+        self._waited = 0.0  # encoder thread: seconds waiting for chunks since the last batch
+        self._busy = 0.0  # seconds the last batch took
+        self._decoding = True
 
     def load(self) -> None:
         for p in self.embeddings:
@@ -392,8 +403,8 @@ class Embedder:
         if not live:
             return []
         wave = torch.from_numpy(np.stack([it[2] for it in live]))
-        if self._queue is not None:
-            self.budget.observe(self._queue.qsize() / max(1, self._queue.maxsize))
+        self.budget.observe(self._waited, self._busy, self._decoding)
+        self._waited = 0.0
         clock = time.perf_counter
         t0 = clock()
         try:
@@ -410,6 +421,7 @@ class Embedder:
             return [it[0] for it in live]
         self.batches_run += 1
         t1 = clock()
+        self._busy = t1 - t0
         self._add("encode", t1 - t0)
         touched = []
         overlap = self.geometry[e].overlap_frames
@@ -447,6 +459,7 @@ class Embedder:
         tracks = (_Track(j, len(self.embeddings), chains, keep) for j in jobs)
         out: "queue.Queue[Any]" = queue.Queue(maxsize=self.queue_chunks)
         self._queue = out
+        self._waited, self._busy, self._decoding = 0.0, 0.0, True
         self.budget.start()
         lock = threading.Lock()
         workers = [
@@ -508,7 +521,9 @@ class Embedder:
                     try:
                         item = out.get(timeout=0.01) if any(full) else out.get()
                     finally:
-                        self._add("wait", time.perf_counter() - t_wait)
+                        waited = time.perf_counter() - t_wait
+                        self._waited += waited
+                        self._add("wait", waited)
                 except queue.Empty:
                     # Decoders are slower than the model right now: don't idle.
                     e = max(range(len(full)), key=lambda i: len(full[i]))
@@ -517,6 +532,7 @@ class Embedder:
                 tag = item[0]
                 if tag is _END:
                     alive -= 1
+                    self._decoding = alive > 0
                     if not alive:
                         for e in range(len(full)):
                             yield from flush(e)

@@ -21,12 +21,14 @@ def test_budget_follows_the_queue_and_restores_the_setting():
         cores = b.low + 2  # low = cores - decode workers (at least 1, at most torch's own)
         assert b.low == max(1, min(4, cores - 2)) and b.high == 4
         assert torch.get_num_threads() == b.low
-        for _ in range(6):
-            b.observe(1.0)  # the queue stays full: the encoder is the bottleneck
+        for _ in range(8):
+            b.observe(waited=0.0, busy=1.0, decoding=True)  # chunks always ready: encoder-bound
         assert torch.get_num_threads() == 4
         for _ in range(8):
-            b.observe(0.0)  # the queue runs dry: the decoders are
+            b.observe(waited=0.5, busy=0.5, decoding=True)  # waits for chunks: decoder-bound
         assert torch.get_num_threads() == b.low
+        b.observe(waited=0.5, busy=0.5, decoding=False)  # decoding is over
+        assert torch.get_num_threads() == 4
         b.stop()
         assert torch.get_num_threads() == 4
     finally:
@@ -39,7 +41,7 @@ def test_a_fixed_number_is_kept():
         b = ThreadBudget(decode_workers=2, fixed=1)
         b.start()
         for _ in range(6):
-            b.observe(1.0)
+            b.observe(waited=0.0, busy=1.0, decoding=False)
         assert torch.get_num_threads() == 1
         b.stop()
         assert torch.get_num_threads() == before
