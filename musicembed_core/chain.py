@@ -17,6 +17,8 @@ from .errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from .geometry import Geometry
+
 _STAGE_ORDER = {"frames": 0, "pool": 1, "vector": 2}
 
 
@@ -83,21 +85,33 @@ class EnricherChain:
     def output_dim(self, geometry: "Geometry") -> int:
         """Length of the track vector for an encoder of this geometry.
 
-        Runs the chain on a dummy ``[L, 3, D]`` stack; raises :class:`ConfigError`
-        when the result is not 1-D.
+        From the enrichers' :meth:`~Enricher.output_shape` when every one gives it
+        (no torch import), else by running the chain on a dummy ``[L, 3, D]``
+        stack; raises :class:`ConfigError` when the result is not 1-D.
         """
-        import torch
-
         num_layers, dim = geometry.num_layers, geometry.dim
-        g = torch.Generator().manual_seed(0)
-        dummy = torch.randn(num_layers, 3, dim, generator=g)
-        out = enrich_whole(self, dummy)
-        if out.dim() != 1:
+        shape = self.output_shape((num_layers, 3, dim))
+        if shape is None:
+            import torch
+
+            g = torch.Generator().manual_seed(0)
+            dummy = torch.randn(num_layers, 3, dim, generator=g)
+            shape = tuple(enrich_whole(self, dummy).shape)
+        if len(shape) != 1:
             raise ConfigError(
-                f"chain output has shape {tuple(out.shape)} for a {num_layers}x{dim} encoder, "
+                f"chain output has shape {shape} for a {num_layers}x{dim} encoder, "
                 f"not one vector per track: add enrichers.flatten at the end of the chain"
             )
-        return int(out.shape[0])
+        return int(shape[0])
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The chain's output shape for an input of ``shape``; None if an enricher cannot say."""
+        for e in self.enrichers:
+            out = e.output_shape(shape)
+            if out is None:
+                return None
+            shape = tuple(int(n) for n in out)
+        return shape
 
     def frames(self, x: "torch.Tensor") -> "torch.Tensor":
         """Apply the frame-stage prefix to ``[L, F, D]`` frames (one chunk or a whole track)."""

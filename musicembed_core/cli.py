@@ -24,12 +24,27 @@ def _console(stderr: bool = True) -> Any:
     return Console(stderr=stderr)
 
 
-def _setup_logging(verbose: int) -> None:
-    from rich.logging import RichHandler
+class _LazyRichHandler(logging.Handler):
+    """Logs through rich, imported on the first record: most commands log nothing,
+    and rich's handler and console cost ~30 ms of every start-up."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._rich is None:
+            from rich.logging import RichHandler
+
+            self._rich = RichHandler(console=_console(), show_time=False, show_path=False)
+            self._rich.setFormatter(self.formatter)
+        self._rich.emit(record)
+
+
+def _setup_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * verbose
-    handler = RichHandler(console=_console(), show_time=False, show_path=False)
-    logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
+    logging.basicConfig(level=level, handlers=[_LazyRichHandler()], format="%(message)s",
+                        force=True)
 
 
 class MusicembedGroup(click.Group):

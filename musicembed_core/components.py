@@ -292,6 +292,17 @@ class Enricher(Component):
         """Fresh streaming state for one track (only for ``stage == "pool"``)."""
         return BufferedPooling(self)
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The shape :meth:`enrich` returns for an input of ``shape``, by arithmetic alone.
+
+        Optional: it lets a run find its vector size (hence its embedding space)
+        without importing torch, so a rerun that skips every file and a search by
+        id start fast. ``None`` (the default) means "run me": the chain then calls
+        :meth:`enrich` on a dummy stack. It must raise what :meth:`enrich` would
+        for an input of that shape (e.g. a layer index out of range).
+        """
+        return None
+
     def torch_module(self, num_layers: int) -> "torch.nn.Module":
         """A TorchScript-able module computing :meth:`enrich`, for ``musicembed export-model``.
 

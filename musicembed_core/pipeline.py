@@ -196,7 +196,8 @@ class _Track:
         self.n_chunks: list[int] = [0] * n_emb
         self.fed: list[int] = [0] * n_emb
         self.pending: list[dict[int, Any]] = [dict() for _ in range(n_emb)]
-        self.states = [c.start() for c in chains]
+        self.chains = chains
+        self._states: list[Any] = [None] * n_emb  # pooling state, made when first needed
         self.frames: list[list[Any]] = [[] for _ in range(n_emb)]
         self.keep = keep
         self.decoded = False
@@ -205,6 +206,12 @@ class _Track:
         self.content_hash = ""
         self.metadata: dict[str, Any] = {}
         self.seconds = 0.0
+
+    def state(self, e: int) -> Any:
+        """Streaming pooling state of embedding ``e`` (made lazily: a skipped track needs none)."""
+        if self._states[e] is None:
+            self._states[e] = self.chains[e].start()
+        return self._states[e]
 
     def complete(self) -> bool:
         return self.decoded and all(
@@ -285,8 +292,9 @@ class Embedder:
     """Turns files into vectors for several embeddings in one decoding pass.
 
     ``timings`` (seconds, summed over threads) says where the time went:
-    ``hash``, ``decode`` and ``resample`` on the decode threads; ``encode``,
-    ``pool`` and ``wait`` (the main thread waiting for chunks) on the main thread.
+    ``hash``, ``decode`` and ``resample`` on the decode threads; ``load`` (the
+    encoders, at the first batch), ``encode``, ``pool`` and ``wait`` (the main
+    thread waiting for chunks) on the main thread.
     """
 
     def __init__(
@@ -316,10 +324,23 @@ class Embedder:
         self._waited = 0.0  # encoder thread: seconds waiting for chunks since the last batch
         self._busy = 0.0  # seconds the last batch took
         self._decoding = True
+        self._loaded = False
 
     def load(self) -> None:
         for p in self.embeddings:
             p.encoder.load()
+
+    def _ensure_loaded(self) -> None:
+        """Load the encoders (and size torch's threads) before the first batch, not before:
+        a rerun where every file is skipped imports no torch and loads no model. A load
+        error propagates (the run stops), it is not one file's failure."""
+        if not self._loaded:
+            t0 = time.perf_counter()
+            self.load()
+            self._loaded = True
+            self._add("load", time.perf_counter() - t0)
+        if self.budget.saved is None:  # once per embed(): stop() restores torch's setting
+            self.budget.start()
 
     # ---------------------------------------------------------------- decode side
     def _decode(self, track: _Track, out: "queue.Queue[Any]") -> None:
@@ -396,13 +417,14 @@ class Embedder:
 
     # ---------------------------------------------------------------- encode side
     def _run_batch(self, e: int, items: list[tuple[_Track, int, np.ndarray]]) -> list[_Track]:
-        import torch
-
         prep = self.embeddings[e]
         live = [it for it in items if not it[0].failed]
         if not live:
             return []
+        import torch
+
         wave = torch.from_numpy(np.stack([it[2] for it in live]))
+        self._ensure_loaded()
         self.budget.observe(self._waited, self._busy, self._decoding)
         self._waited = 0.0
         clock = time.perf_counter
@@ -433,7 +455,7 @@ class Embedder:
             while track.fed[e] in track.pending[e]:
                 fr = track.pending[e].pop(track.fed[e])
                 if fr.shape[1]:
-                    track.states[e].update_framed(fr)
+                    track.state(e).update_framed(fr)
                 if track.keep[e]:
                     track.frames[e].append(fr.numpy())
                 track.fed[e] += 1
@@ -460,7 +482,6 @@ class Embedder:
         out: "queue.Queue[Any]" = queue.Queue(maxsize=self.queue_chunks)
         self._queue = out
         self._waited, self._busy, self._decoding = 0.0, 0.0, True
-        self.budget.start()
         lock = threading.Lock()
         workers = [
             threading.Thread(target=self._worker, args=(tracks, lock, out), daemon=True)
@@ -493,7 +514,7 @@ class Embedder:
             try:
                 for e, need in enumerate(track.needed):
                     if need:
-                        res.vectors[e] = track.states[e].finish().numpy().astype(np.float32)
+                        res.vectors[e] = track.state(e).finish().numpy().astype(np.float32)
                         if track.keep[e] and track.frames[e]:
                             res.frames[e] = np.concatenate(track.frames[e], axis=1)
             except Exception as exc:  # noqa: BLE001

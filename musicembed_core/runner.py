@@ -286,8 +286,7 @@ def _execute_locked(
             known=[known_everywhere(o) for o in opened],
             torch_threads=cfg.torch_threads,
         )
-        with console.status("loading encoders..."):
-            embedder.load()
+        # The encoders load at the first batch: a rerun that skips every file loads none.
         summary.timings["startup"] = time.perf_counter() - started
         stop.phase = "running"
         policy = FlushPolicy(cfg.flush_every_tracks, cfg.flush_every_seconds)

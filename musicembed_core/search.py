@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 from .components import Hit, Sink, check_projector
 from .errors import ConfigError, MusicembedError
+from .outputs import open_sink
 from .pipeline import PreparedEmbedding, embed_paths
 from .runconfig import RunConfig
-from .runner import open_sink
 
 
 @dataclass

@@ -117,8 +117,9 @@ _SIGNAL_AT = textwrap.dedent(
 
     if where == "final-write":
         hdf5.Hdf5Exporter.close = poke(hdf5.Hdf5Exporter.close)
-    elif where == "start-up":
-        pipeline.Embedder.load = poke(pipeline.Embedder.load)
+    elif where == "start-up":  # while the outputs are being opened
+        from musicembed_core import runner
+        runner.open_outputs = poke(runner.open_outputs)
     sys.argv = ["musicembed", *sys.argv[3:]]
     cli.entrypoint()
     """

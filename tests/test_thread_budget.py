@@ -58,5 +58,5 @@ def test_the_summary_says_where_the_time_went(tmp_path, example_dir):
         cwd=tmp_path,
     )
     timings = json.loads(proc.stdout)["timings"]
-    assert {"startup", "hash", "decode", "resample", "wait", "encode", "pool", "write"} <= set(timings)
+    assert {"startup", "load", "hash", "decode", "resample", "wait", "encode", "pool", "write"} <= set(timings)
     assert all(v >= 0 for v in timings.values()) and timings["encode"] > 0 and timings["decode"] > 0

@@ -24,6 +24,7 @@ plugins`` imports it just to list the components.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..components import Enricher, Pooling
@@ -44,6 +45,14 @@ def _check_stack(x: "torch.Tensor", who: str) -> None:
     if x.dim() != 3:
         raise ValueError(
             f"enrichers.{who} expects a layer stack [layers, frames, dim], got shape {tuple(x.shape)}"
+        )
+
+
+def _check_shape(shape: tuple[int, ...], who: str) -> None:
+    """:func:`_check_stack` for a shape (the chain's size, computed without torch)."""
+    if len(shape) != 3:
+        raise ValueError(
+            f"enrichers.{who} expects a layer stack [layers, frames, dim], got shape {tuple(shape)}"
         )
 
 
@@ -147,6 +156,9 @@ class LayersEnricher(Enricher):
     def enrich(self, x: "torch.Tensor") -> "torch.Tensor":
         return _ops().select_layers(x, self.resolve(x.shape[0]))
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (len(self.resolve(shape[0])), *shape[1:])
+
     def torch_module(self, num_layers: int) -> "torch.nn.Module":
         return _ops().SelectLayers(self.resolve(num_layers))
 
@@ -191,6 +203,11 @@ class _PoolEnricher(Enricher):
         state = self.pooling()
         state.update(x)
         return state.result()
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``[L, F, D] -> [L, D]``."""
+        _check_shape(shape, self.name)
+        return (shape[0], shape[2])
 
 
 class _MeanPooling(Pooling):
@@ -557,6 +574,11 @@ class StatsEnricher(_PoolEnricher):
     def pooling(self) -> Pooling:
         return _StatsPooling([p.pooling() for p in self._parts])
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``[L, F, D] -> [L, len(stats) * D]``."""
+        _check_shape(shape, self.name)
+        return (shape[0], len(self._parts) * shape[2])
+
     def torch_module(self, num_layers: int) -> "torch.nn.Module":
         return _ops().ConcatPool([p.torch_module(num_layers) for p in self._parts])
 
@@ -573,6 +595,9 @@ class FlattenEnricher(Enricher):
     def enrich(self, x: "torch.Tensor") -> "torch.Tensor":
         return _ops().flatten(x)
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (math.prod(shape),)
+
     def torch_module(self, num_layers: int) -> "torch.nn.Module":
         return _ops().Flatten()
 
@@ -588,6 +613,9 @@ class L2NormalizeEnricher(Enricher):
 
     def enrich(self, x: "torch.Tensor") -> "torch.Tensor":
         return _ops().l2_normalize(x, self.eps)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(shape)
 
     def torch_module(self, num_layers: int) -> "torch.nn.Module":
         return _ops().L2Normalize(self.eps)
