@@ -232,8 +232,8 @@ class ThreadBudget:
     else runs on the machine. With a heavy encoder, chunks are always ready when
     the encoder asks (the decoders wait on a full queue): the encoder then gets
     every thread torch would use, as it does once decoding is over. The switch
-    follows the share of time the encoder thread waits for chunks (smoothed, with
-    hysteresis); the previous setting is restored at the end. ``fixed`` pins the
+    follows the share of time the encoder thread waits for chunks (two batches in
+    a row on one side of a band switch it); the previous setting is restored at the end. ``fixed`` pins the
     number (``run.torch_threads``).
     """
 
@@ -242,7 +242,7 @@ class ThreadBudget:
         self.fixed = fixed
         self.saved: int | None = None
         self.current: int | None = None
-        self.fill = 1.0  # start as if decoder-bound: the queue is empty at the start
+        self.streak = 0  # > 0: batches in a row that found chunks ready; < 0: that waited
         self.switches = 0
 
     def start(self) -> None:
@@ -273,10 +273,17 @@ class ThreadBudget:
             self._set(self.high)  # nothing left to decode: the encoder gets every thread
             return
         share = waited / (waited + busy) if waited + busy > 0 else 1.0
-        self.fill = 0.6 * self.fill + 0.4 * share
-        if self.fill < 0.05:
+        # Two batches in a row on the same side of the band switch (hysteresis): the first
+        # batch always waited (the queue starts empty), a heavy model's next ones do not.
+        if share < 0.05:
+            self.streak = self.streak + 1 if self.streak > 0 else 1
+        elif share > 0.2:
+            self.streak = self.streak - 1 if self.streak < 0 else -1
+        else:
+            self.streak = 0
+        if self.streak >= 2:
             self._set(self.high)  # chunks are always ready: the encoder is the bottleneck
-        elif self.fill > 0.2:
+        elif self.streak <= -2:
             self._set(self.low)  # the encoder waits for chunks: the decoders are
 
     def stop(self) -> None:
