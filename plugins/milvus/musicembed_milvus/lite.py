@@ -134,3 +134,36 @@ def release(path: str) -> None:
     from milvus_lite.server_manager import server_manager_instance
 
     server_manager_instance.release_server(path)
+
+
+def remove_torn_index_sidecars(db_path: str, collection: str) -> list[str]:
+    """Delete the index sidecars of ``collection`` that cannot be read back whole.
+
+    A sidecar is ``<db>/collections/<name>/partitions/<p>/indexes/*.idx``, derived from the
+    segment's vectors; Milvus Lite rebuilds a missing one on load. The files that fail to
+    parse are removed (a FLAT sidecar is an ``.npy``; an empty file of any kind is torn);
+    when none is found that way, every sidecar of the collection is (all are rebuilt).
+    Returns the removed paths.
+    """
+    import glob
+
+    import numpy as np
+
+    root = os.path.join(db_path, "collections", collection, "partitions")
+    removed = []
+    for path in glob.glob(os.path.join(root, "*", "indexes", "*.idx")):
+        torn = os.path.getsize(path) == 0
+        if not torn and ".flat." in os.path.basename(path):
+            try:
+                with open(path, "rb") as f:
+                    np.load(f, allow_pickle=False)
+            except (ValueError, EOFError, OSError):
+                torn = True
+        if torn:
+            os.remove(path)
+            removed.append(path)
+    if not removed:  # a torn sidecar of a kind not checked above: rebuild them all
+        for path in glob.glob(os.path.join(root, "*", "indexes", "*.idx")):
+            os.remove(path)
+            removed.append(path)
+    return removed

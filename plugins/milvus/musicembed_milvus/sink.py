@@ -366,6 +366,33 @@ class MilvusSink(Sink):
             )
         if missing:
             self._create_indexes(missing, self._checked_index_type())
+        self._load_collection()
+
+    def _load_collection(self) -> None:
+        """Load the collection; on Milvus Lite, rebuild index sidecars a killed process tore.
+
+        Milvus Lite (3.2.2) writes each segment's index sidecar (``indexes/*.idx``) in place,
+        not atomically: a process killed while writing one leaves it truncated, and every
+        later load fails ("No data left in file"). The sidecars are derived data (the
+        vectors live in the segment files), so the unreadable ones are removed and the
+        load is retried once; Milvus Lite builds them again.
+        """
+        try:
+            self._request("load collection", self._client.load_collection, self._name)
+            return
+        except MilvusSinkError as exc:
+            if self._lite_path is None:
+                raise
+            if self._readonly:
+                raise MilvusSinkError(
+                    f"{exc} If a run was killed while writing it, run `musicembed run` with the "
+                    "same gin files once: it rebuilds the index files, then search again."
+                ) from exc
+            removed = lite.remove_torn_index_sidecars(self._lite_path, self._name)
+            if not removed:
+                raise
+        log.warning("%s: rebuilt %d index file(s) that a killed process left incomplete (%s)",
+                    self._where(), len(removed), ", ".join(os.path.basename(r) for r in removed))
         self._request("load collection", self._client.load_collection, self._name)
 
     # ------------------------------------------------------------------ helpers
