@@ -53,7 +53,7 @@ def command(source: Path, out: Path, extra: list[str]) -> list[str]:
     params = [
         f"run.source = '{source}'",
         f"run.output_dir = '{out}'",
-        f"run.sinks = [@sinks.faiss()]",
+        "run.sinks = [@sinks.faiss()]",
         "sinks.faiss.path = '{output_dir}/faiss'",
         *extra,
     ]

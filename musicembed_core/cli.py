@@ -358,7 +358,7 @@ def export_model(spec: str, output: str, fmt: str, pooling: str | None, layers: 
       musicembed export-model runs/quickstart.gin -o quickstart.pt
     """
     from .export.target import export_model as run_export
-    from .export.target import metadata_path
+    from .export import metadata_path
 
     meta = run_export(spec, output, fmt=fmt, gin_files=gin_files, gin_params=gin_params,
                       embedding=embedding, layers=layers, pooling=pooling, device=device,

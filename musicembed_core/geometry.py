@@ -12,7 +12,7 @@ Imports nothing heavy: plugin entry modules may use it at import time.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
@@ -122,14 +122,4 @@ class Geometry:
             "dim": self.dim,
             "window_seconds": self.window_seconds,
             "hop_seconds": self.hop_seconds,
-        }
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every field plus the derived sample counts (model metadata, ``musicembed plugins``)."""
-        return {
-            **asdict(self),
-            "window_samples": self.window_samples,
-            "hop_samples": self.hop_samples,
-            "min_samples": self.min_samples,
-            "overlap_frames": self.overlap_frames,
         }

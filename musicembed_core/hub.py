@@ -241,15 +241,14 @@ def _local_revision(folder: Path, files: tuple[str, ...] | None = None) -> str:
     for f in sorted(folder.iterdir()):
         if not f.is_file():
             continue
-        if files is not None:
-            if not any(fnmatch.fnmatch(f.name, pat) for pat in files):
+        if files is None:  # the transformers layout: its JSON files and the weights
+            if f.name not in CONFIG_FILES and f.suffix not in WEIGHT_SUFFIXES:
                 continue
-            if f.suffix not in WEIGHT_SUFFIXES:
-                h.update(f.name.encode() + f.read_bytes())
-                continue
-        if f.name in CONFIG_FILES:
+        elif not any(fnmatch.fnmatch(f.name, pat) for pat in files):
+            continue
+        if f.suffix not in WEIGHT_SUFFIXES:
             h.update(f.name.encode() + f.read_bytes())
-        elif f.suffix in WEIGHT_SUFFIXES:
+        else:
             size = f.stat().st_size
             h.update(f"{f.name}:{size}".encode())
             with f.open("rb") as fh:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import queue
 import threading
@@ -326,7 +325,6 @@ class Embedder:
         self.geometry = [p.geometry for p in self.embeddings]
         self.rates = sorted({g.sample_rate for g in self.geometry})
         self.batches_run = 0
-        self._queue: "queue.Queue[Any] | None" = None
         self._local = threading.local()
         self._waited = 0.0  # encoder thread: seconds waiting for chunks since the last batch
         self._busy = 0.0  # seconds the last batch took
@@ -336,6 +334,7 @@ class Embedder:
     def load(self) -> None:
         for p in self.embeddings:
             p.encoder.load()
+        self._loaded = True
 
     def _ensure_loaded(self) -> None:
         """Load the encoders (and size torch's threads) before the first batch, not before:
@@ -344,7 +343,6 @@ class Embedder:
         if not self._loaded:
             t0 = time.perf_counter()
             self.load()
-            self._loaded = True
             self._add("load", time.perf_counter() - t0)
         if self.budget.saved is None:  # once per embed(): stop() restores torch's setting
             self.budget.start()
@@ -487,7 +485,6 @@ class Embedder:
         keep = [p.keep_frames for p in self.embeddings]
         tracks = (_Track(j, len(self.embeddings), chains, keep) for j in jobs)
         out: "queue.Queue[Any]" = queue.Queue(maxsize=self.queue_chunks)
-        self._queue = out
         self._waited, self._busy, self._decoding = 0.0, 0.0, True
         lock = threading.Lock()
         workers = [

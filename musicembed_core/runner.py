@@ -9,8 +9,6 @@ refused before anything is written.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
 import signal
@@ -19,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from .atomic import atomic_write_text, disk_full_cause
 from .components import Record, check_projector
@@ -33,7 +31,6 @@ from .outputs import (
     flush_outputs,
     known_everywhere,
     open_outputs,
-    open_sink,  # noqa: F401 - re-exported: search opens sinks the same way
 )
 from .pipeline import Embedder, HashCache, PreparedEmbedding, Result, jobs_for
 from .runconfig import RunConfig
@@ -221,17 +218,17 @@ def execute(
                     "was written. Check run.source (e.g. --gin_param "
                     "'run.source=\"/path/to/Music\"')."
                 )
-                summary.wall_seconds = time.perf_counter() - started
-                with OutputLock(output_dir):
-                    _write_run_files_safely(output_dir, summary, operative_config, plugins, console)
-                return summary
+                return _finish_without_work(summary, started, output_dir, operative_config,
+                                            plugins, console)
             prepared = [PreparedEmbedding.build(s) for s in cfg.embeddings]
             for p in prepared:  # a projector bound to the wrong space is refused before any work
                 if p.spec.projector is not None:
                     check_projector(p.spec.projector, p.space)
         except StopRequested:
-            return _stopped_while_starting(summary, started, output_dir, operative_config,
-                                           plugins, console)
+            summary.interrupted = True
+            console.print("[yellow]stopped while starting: nothing was written[/yellow]")
+            return _finish_without_work(summary, started, output_dir, operative_config,
+                                        plugins, console)
         with OutputLock(output_dir):
             return _execute_locked(
                 cfg, jobs, prepared, output_dir, summary, started, console, show_progress,
@@ -239,12 +236,12 @@ def execute(
             )
 
 
-def _stopped_while_starting(summary: RunSummary, started: float, output_dir: Path,
-                            operative_config: str | None, plugins: list[dict[str, Any]] | None,
-                            console: Any) -> RunSummary:
-    summary.interrupted = True
+def _finish_without_work(summary: RunSummary, started: float, output_dir: Path,
+                         operative_config: str | None, plugins: list[dict[str, Any]] | None,
+                         console: Any) -> RunSummary:
+    """A run that opens no output (nothing to embed, or stopped while starting): the run
+    files only."""
     summary.wall_seconds = time.perf_counter() - started
-    console.print("[yellow]stopped while starting: nothing was written[/yellow]")
     with OutputLock(output_dir):
         _write_run_files_safely(output_dir, summary, operative_config, plugins, console)
     return summary

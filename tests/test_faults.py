@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from musicembed_core.builtins.hdf5 import read_hdf5
 from musicembed_core.examples import synth_clip, write_audio
-from musicembed_core.testing import run_cli, subprocess_env
+from musicembed_core.testing import run_cli
+from musicembed_core.testing.run_fault_suite import run_with_signal_in
 
 
 def _library(root: Path, n: int = 4, seconds: float = 2.0) -> Path:
@@ -98,65 +94,18 @@ def test_an_empty_gin_file_exits_2_naming_what_it_lacks(tmp_path):
 
 
 # --------------------------------------------------------------------------- signals
-
-_SIGNAL_AT = textwrap.dedent(
-    """
-    import os, signal, sys
-    from musicembed_core import cli
-    from musicembed_core.builtins import hdf5
-    from musicembed_core import pipeline
-
-    where, signame = sys.argv[1], sys.argv[2]
-    sig = getattr(signal, signame)
-
-    def poke(fn):
-        def wrapped(self, *a, **k):
-            os.kill(os.getpid(), sig)  # a real signal, delivered while `fn` runs
-            return fn(self, *a, **k)
-        return wrapped
-
-    if where == "final-write":
-        hdf5.Hdf5Exporter.close = poke(hdf5.Hdf5Exporter.close)
-    elif where == "start-up":  # while the outputs are being opened
-        from musicembed_core import runner
-        runner.open_outputs = poke(runner.open_outputs)
-    sys.argv = ["musicembed", *sys.argv[3:]]
-    cli.entrypoint()
-    """
-)
-
-
-def _signal_run(tmp_path: Path, where: str, signame: str, source: Path):
-    script = tmp_path / "signal_at.py"
-    script.write_text(_SIGNAL_AT)
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, str(script), where, signame, "run", "--gin_file", "runs/quickstart.gin",
-         "--no-progress", "--gin_param", f"run.source = '{source}'",
-         "--gin_param", f"run.output_dir = '{out}'"],
-        capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=300,
-    )
-    return proc, out
-
-
-@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
-def test_a_signal_during_the_final_write_lets_it_finish_then_exits_130(tmp_path, signame):
-    lib = _library(tmp_path / "lib", n=5)
-    proc, out = _signal_run(tmp_path, "final-write", signame, lib)
-    assert proc.returncode == 130, proc.stderr
-    assert "finishing the final write" in proc.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["interrupted"] is True and summary["files_ok"] == 5
-    data = read_hdf5(str(out / "logmel.h5"))  # the consolidation completed: all five, readable
-    assert sorted(data["ids"]) == [f"t{i}.wav" for i in range(5)]
-    leftovers = [p.name for p in out.rglob("*") if ".tmp-" in p.name or p.name.endswith(".pending")]
-    assert leftovers == []
-    assert "wrote 0/" not in proc.stderr
-
+# A signal during the final write of each output: RunFaultSuite (tests/test_run_faults_hdf5.py,
+# and the FAISS and Milvus plugins' test_run_faults.py).
 
 def test_sigterm_during_start_up_exits_130_with_a_summary(tmp_path):
     lib = _library(tmp_path / "lib", n=2)
-    proc, out = _signal_run(tmp_path, "start-up", "SIGTERM", lib)
+    out = tmp_path / "out"
+    proc = run_with_signal_in(  # while the outputs are being opened
+        "musicembed_core.runner:open_outputs", "SIGTERM",
+        ["run", "--gin_file", "runs/quickstart.gin", "--no-progress",
+         "--gin_param", f"run.source = '{lib}'", "--gin_param", f"run.output_dir = '{out}'"],
+        tmp_path,
+    )
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr
     summary = json.loads((out / "summary.json").read_text())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from musicembed_core import (
-    Component, EmbeddingSpace, Encoder, Enricher, TextProjector, check_projector, hookimpl,
+    EmbeddingSpace, Encoder, Enricher, TextProjector, check_projector, hookimpl,
     hookspecs,
 )
 from musicembed_core.errors import (

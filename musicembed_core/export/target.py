@@ -13,7 +13,6 @@ exporter shares it.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 
 from ..components import Encoder, Enricher
 from ..errors import ConfigError
-from . import metadata_path  # noqa: F401 - re-exported for the CLI
 
 DEFAULT_POOLING = "mean"
 DEFAULT_LAYERS = "-1"

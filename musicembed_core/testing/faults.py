@@ -33,7 +33,6 @@ code instead of killing pytest:
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -47,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..atomic import DISK_FULL_ERRNOS
+
 __all__ = [
     "DiskFullRun",
     "check_disk_full",
@@ -56,7 +57,6 @@ __all__ = [
     "small_fs_mode",
 ]
 
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _TEMP_RE = re.compile(r"\.tmp-\d+$")
 _MODULE = "musicembed_core.testing.faults"  # __name__ is "__main__" in the driver
 _mode_cache: tuple[str | None, list[str], str] | None = None
@@ -299,10 +299,18 @@ def _scenario(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _carries_disk_full(exc: BaseException) -> bool:
-    """An error that is, or was raised from, a full disk or quota."""
-    from ..atomic import is_disk_full
+    """An OSError with errno ENOSPC/EDQUOT, or an error raised from one (``__cause__``).
 
-    return is_disk_full(exc)
+    Stricter than :func:`musicembed_core.atomic.is_disk_full`, which also reads the
+    text of library errors: the kit asks outputs to raise a real errno."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if getattr(cur, "errno", None) in DISK_FULL_ERRNOS:
+            return True
+        cur = cur.__cause__
+    return False
 
 
 def _describe(exc: BaseException, during: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import ClassVar, Iterable, Sequence
 
 import pytest
 
@@ -57,15 +57,26 @@ _SIGNAL_IN = textwrap.dedent(
         obj = getattr(obj, part)
     original = getattr(obj, meth)
 
-    def delivered_during(self, *a, **k):
+    def delivered_during(*a, **k):
         os.kill(os.getpid(), getattr(signal, signame))
-        return original(self, *a, **k)
+        return original(*a, **k)
 
     setattr(obj, meth, delivered_during)
     sys.argv = ["musicembed", *sys.argv[3:]]
     cli.entrypoint()
     """
 )
+
+
+def run_with_signal_in(target: str, signame: str, args: Sequence[str], cwd: Path,
+                       timeout: float = 600) -> subprocess.CompletedProcess:
+    """``musicembed ARGS`` in a child process that sends itself ``signame`` (e.g.
+    ``"SIGTERM"``) each time ``target`` (``module:Class.method`` or ``module:function``)
+    is called, just before it runs: a real signal, landing exactly in that step."""
+    return subprocess.run(
+        [sys.executable, "-c", _SIGNAL_IN, target, signame, *args],
+        capture_output=True, text=True, env=subprocess_env(), cwd=cwd, timeout=timeout,
+    )
 
 
 class RunFaultSuite:
@@ -151,21 +162,18 @@ class RunFaultSuite:
     ) -> None:
         if not self.close_target:
             pytest.fail(f"{type(self).__name__} must set close_target ('module:Class.close')")
-        script = tmp_path / "signal_in.py"
-        script.write_text(_SIGNAL_IN)
         out = tmp_path / "out"
-        proc = subprocess.run(
-            [sys.executable, str(script), self.close_target, signame,
-             *self.command(fault_library, out)],
-            capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=600,
-        )
+        proc = run_with_signal_in(self.close_target, signame, self.command(fault_library, out),
+                                  tmp_path)
         assert proc.returncode == 130, proc.stderr[-3000:]
+        assert "finishing the final write" in proc.stderr
+        assert "wrote 0/" not in proc.stderr
         summary = json.loads((out / "summary.json").read_text())
         assert summary["interrupted"] is True
         assert summary["files_ok"] == self.tracks and summary["files_failed"] == 0
         self._assert_complete(out, {f"t{i:03d}.wav" for i in range(self.tracks)})
-        temps = [p.name for p in out.rglob("*") if ".tmp-" in p.name]
-        assert temps == [], f"temp files left behind: {temps}"
+        temps = [p.name for p in out.rglob("*") if ".tmp-" in p.name or p.name.endswith(".pending")]
+        assert temps == [], f"temp files or unconsolidated segments left behind: {temps}"
 
     def test_a_poisoned_track_fails_alone(self, fault_library: Path, tmp_path: Path) -> None:
         import numpy as np
