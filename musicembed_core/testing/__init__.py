@@ -1,7 +1,8 @@
 """Testing musicembed plugins: helpers, pytest fixtures and conformance suites.
 
 * helpers: :func:`run_cli`, :func:`make_fake_dist`, :func:`save_to_hub_cache`,
-  :func:`registered_plugin`, :func:`subprocess_env`;
+  :func:`registered_plugin`, :func:`subprocess_env`,
+  :func:`records_from` (records from parallel ids / vectors / metadata lists);
 * fixtures (``musicembed_core.testing.pytest_plugin``, loaded automatically through
   the ``pytest11`` entry point): clean gin, ``register_plugin``, ``offline_hub``,
   ``hub_cache``, ``example_dir``, ``musicembed_manager``;
@@ -30,6 +31,7 @@ else:
         "musicembed_core.testing.run_fault_suite",
     )
 
+from .records import records_from  # noqa: E402
 from .helpers import (  # noqa: E402
     REPO,
     make_fake_dist,
@@ -64,6 +66,7 @@ __all__ = [
     "RunFaultSuite",
     "SinkSuite",
     "make_fake_dist",
+    "records_from",
     "registered_plugin",
     "run_cli",
     "save_to_hub_cache",

@@ -4,7 +4,7 @@ of both, so a test, and a child process it kills, agree on every vector."""
 from __future__ import annotations
 
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -46,3 +46,17 @@ def suite_space(dim: int, tag: str = "a") -> "EmbeddingSpace":
     return EmbeddingSpace(
         encoder={"name": "conformance-suite", "tag": tag}, enrichers=({"name": "mean"},), dim=dim
     )
+
+
+def records_from(ids: "Sequence[str]", vectors: Any, metadata: "Sequence[dict]") -> "list[Record]":
+    """Records as the runner builds them from parallel lists: each metadata dict's
+    ``content_hash`` (if any) becomes the record's ``content_hash``."""
+    from ..components import Record
+
+    if not len(ids) == len(vectors) == len(metadata):
+        raise ValueError(f"{len(ids)} ids, {len(vectors)} vectors, {len(metadata)} metadata dicts")
+    out = []
+    for tid, vec, md in zip(ids, vectors, metadata):
+        md = dict(md)
+        out.append(Record(tid, vec, md.pop("content_hash", ""), md))
+    return out

@@ -16,6 +16,7 @@ from musicembed_faiss import (
 from musicembed_faiss.storage import read_header
 
 from musicembed_core import EmbeddingSpace, Record
+from musicembed_core.testing import records_from
 from musicembed_core.errors import SinkNotFoundError, SpaceMismatchError
 
 DIM = 16
@@ -45,14 +46,8 @@ def meta(n: int, start: int = 0) -> list[dict]:
     ]
 
 
-def recs(tids: list[str], x: np.ndarray, metas: list[dict]) -> list[Record]:
-    """Records as the runner builds them: the content hash apart from the metadata."""
-    assert len(tids) == len(x) == len(metas)
-    out = []
-    for tid, v, md in zip(tids, x, metas):
-        md = dict(md)
-        out.append(Record(tid, v, md.pop("content_hash", ""), md))
-    return out
+recs = records_from
+"""Records as the runner builds them: the content hash apart from the metadata."""
 
 
 def opened(tmp_path, index: str = "Flat", dim: int = DIM, sp: EmbeddingSpace | None = None,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from musicembed_core import EmbeddingSpace, Record
+from musicembed_core import EmbeddingSpace
+from musicembed_core.testing import records_from
 
 
 def space(dim: int, encoder: str = "test-encoder") -> EmbeddingSpace:
@@ -16,14 +17,8 @@ def vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 
 
-def records(ids: list[str], vecs, metas: list[dict]) -> list[Record]:
-    """Records as the runner builds them: each dict's ``content_hash`` becomes the record's."""
-    assert len(ids) == len(vecs) == len(metas)
-    out = []
-    for tid, v, md in zip(ids, vecs, metas):
-        md = dict(md)
-        out.append(Record(tid, v, md.pop("content_hash", ""), md))
-    return out
+records = records_from
+"""Records as the runner builds them: each dict's ``content_hash`` becomes the record's."""
 
 
 def metadata(ids: list[str]) -> list[dict]:
