@@ -102,16 +102,20 @@ def _strict() -> bool:
     return os.environ.get("MUSICEMBED_STRICT_PLUGINS", "").strip() not in ("", "0", "false", "no")
 
 
-def _disabled() -> set[str]:
-    raw = os.environ.get("MUSICEMBED_DISABLED_PLUGINS", "")
-    return {p.strip() for p in raw.split(",") if p.strip()}
-
-
-def _selected() -> set[str] | None:
-    raw = os.environ.get("MUSICEMBED_LOAD_PLUGINS")
+def _plugin_names(variable: str) -> set[str] | None:
+    """The comma-separated plugin names in an environment variable; None when it is unset."""
+    raw = os.environ.get(variable)
     if raw is None:
         return None
     return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+def _disabled() -> set[str]:
+    return _plugin_names("MUSICEMBED_DISABLED_PLUGINS") or set()
+
+
+def _selected() -> set[str] | None:
+    return _plugin_names("MUSICEMBED_LOAD_PLUGINS")
 
 
 class PluginManager:
