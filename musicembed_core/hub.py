@@ -259,12 +259,16 @@ def _local_revision(folder: Path, files: tuple[str, ...] | None = None) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
-def load_pickle(path: str | Path, allowed_globals: tuple[Any, ...] = ()) -> Any:
+def load_pickle(path: str | Path, allowed_globals: tuple[Any, ...] = (), mmap: bool = False) -> Any:
     """``torch.load(weights_only=True)`` of a pickled checkpoint, allowing exactly ``allowed_globals``.
 
     For checkpoints saved as whole pickles (not plain state dicts) that carry a few
-    non-tensor globals, e.g. numpy scalars: list each one. A file that needs any other
-    global is refused, naming it, and no code from the file runs.
+    non-tensor globals, e.g. numpy scalars: list each one (an entry may be
+    ``(obj, "module.name")`` for a global pickled under another name, as torch's
+    ``safe_globals`` allows). A file that needs any other global is refused, naming
+    it, and no code from the file runs. ``mmap``: map the tensors from the file
+    instead of reading them (cheap when only shapes or part of the weights are
+    needed); files in torch's legacy format are read whole.
     """
     import pickle
 
@@ -272,12 +276,24 @@ def load_pickle(path: str | Path, allowed_globals: tuple[Any, ...] = ()) -> Any:
 
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
+            if mmap:
+                try:
+                    return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError as exc:
+                    if "mmap" not in str(exc):
+                        raise
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        import re
+
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        needed = f"the global {found.group(1)}" if found else f"something torch refuses ({exc})"
+        names = [a[1] if isinstance(a, tuple) else f"{a.__module__}.{a.__qualname__}" for a in allowed_globals]
         raise ModelLoadError(
-            f"{path}: refused to load: the pickle needs a global that is not on this encoder's "
-            f"allowlist ({exc}). Only load files from a source you trust; if it is the model's "
-            "official file, the plugin's allowlist needs updating."
+            f"{path}: refused to load: the pickle needs {needed}, which is not on the "
+            f"allowlist ({', '.join(names) or 'nothing but tensors and plain containers'}); no code "
+            "from the file was run. Only load files from a source you trust; if this is the "
+            "model's official file, the plugin's allowlist needs updating (please report it)."
         ) from exc
     except (OSError, RuntimeError, EOFError) as exc:
         raise ModelLoadError(
@@ -344,11 +360,12 @@ def rename_keys(
 
 
 def load_into(model: "torch.nn.Module", state: Mapping[str, "torch.Tensor"], where: str,
-              ignore: tuple[str, ...] = ()) -> None:
+              ignore: tuple[str, ...] = (), built_from: str = "its config.json") -> None:
     """Load ``state`` strictly, with an error that lists what does not match.
 
     ``ignore``: key prefixes in the checkpoint that the model does not use
-    (pre-training heads); they are dropped silently.
+    (pre-training heads); they are dropped silently. ``built_from``: what the
+    architecture was built from, for the error message.
     """
     state = {k: v for k, v in state.items() if not k.startswith(ignore)} if ignore else dict(state)
     own = model.state_dict()
@@ -371,7 +388,7 @@ def load_into(model: "torch.nn.Module", state: Mapping[str, "torch.Tensor"], whe
         if wrong:
             parts.append(f"shape mismatch: {head(wrong)}")
         raise ModelLoadError(
-            f"{where}: the weights do not fit the architecture built from its config.json ("
+            f"{where}: the weights do not fit the architecture built from {built_from} ("
             + "; ".join(parts)
             + "). Is this the right model for this encoder?"
         )
