@@ -72,11 +72,14 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "musicembed_core.hub",
     "musicembed_core.sinkkit",
     "musicembed_core.space",
+    "musicembed_core.stored",
     "musicembed_core.testing",
 )
 """Modules a plugin may import (``musicembed_core.testing`` also from its tests).
 ``audio``: ``load_audio(path, sample_rate)`` (any format, mono, resampled) and
-``find_audio_files`` for plugin commands; ``examples``: generated test audio."""
+``find_audio_files`` for plugin commands; ``examples``: generated test audio;
+``stored``: ``open_output(path)`` reads a run's HDF5/safetensors output back
+(vectors, metadata, frame stacks one track at a time)."""
 
 __all__ = [
     "AudioDecodeError",

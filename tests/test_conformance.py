@@ -39,3 +39,15 @@ class TestSafetensorsExporter(ExporterSuite):
 
     def read_output(self, path):
         return _columns(read_safetensors(path))
+
+
+class TestSafetensorsExporterStoringFrames(ExporterSuite):
+    """The contract again with frames in the shards (and a disk that fills up with them)."""
+
+    exporter_class = SafetensorsExporter
+    exporter_params = {"shard_size": 5, "store_frames": True}
+    output_name = "out.safetensors"
+    disk_full_frames = 200
+
+    def read_output(self, path):
+        return _columns(read_safetensors(path))

@@ -20,6 +20,7 @@ POOLS = {
     "mean": lambda: E.MeanEnricher(),
     "std": lambda: E.StdEnricher(),
     "iqr": lambda: E.IqrEnricher(),
+    "robust_sigma": lambda: E.RobustSigmaEnricher(),
     "delta_mean": lambda: E.DeltaMeanEnricher(),
     "delta_std": lambda: E.DeltaStdEnricher(),
     "max": lambda: E.MaxEnricher(),
@@ -34,9 +35,9 @@ def np_ref(stat: str, x: np.ndarray) -> np.ndarray:
         return x.mean(1)
     if stat == "std":
         return x.std(1, ddof=0)
-    if stat == "iqr":
+    if stat in ("iqr", "robust_sigma"):
         q75, q25 = np.percentile(x, [75, 25], axis=1)
-        return q75 - q25
+        return (q75 - q25) / (1.3489795003921634 if stat == "robust_sigma" else 1.0)
     if stat in ("delta_mean", "delta_std"):
         if x.shape[1] < 2:
             return np.zeros((x.shape[0], x.shape[2]))
@@ -70,7 +71,7 @@ def stream(enricher: Enricher, x: torch.Tensor, blocks: list[tuple[int, int]]) -
 # --------------------------------------------------------------------------- statistics
 
 
-@pytest.mark.parametrize("stat", ["mean", "std", "iqr", "delta_mean", "delta_std", "max"])
+@pytest.mark.parametrize("stat", ["mean", "std", "iqr", "robust_sigma", "delta_mean", "delta_std", "max"])
 @pytest.mark.parametrize("F", [1, 2, 4, 17, 64])
 def test_stat_matches_numpy(stat: str, F: int) -> None:
     x = stack(F=F, seed=F)
@@ -100,7 +101,7 @@ def test_stats_unknown_name_lists_valid_ones() -> None:
         E.StatsEnricher(["mean", "median"])
     msg = str(ei.value)
     assert "median" in msg
-    for valid in ("mean", "std", "iqr", "delta_mean", "delta_std", "max"):
+    for valid in ("mean", "std", "iqr", "robust_sigma", "delta_mean", "delta_std", "max"):
         assert valid in msg
     assert isinstance(ei.value, ConfigError)
 
@@ -416,6 +417,7 @@ def test_builtin_registry_and_stages() -> None:
         "mean": "pool",
         "std": "pool",
         "iqr": "pool",
+        "robust_sigma": "pool",
         "delta_mean": "pool",
         "delta_std": "pool",
         "max": "pool",

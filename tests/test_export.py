@@ -32,7 +32,7 @@ from musicembed_core.runconfig import EmbeddingSpec
 from musicembed_core.testing import REPO, run_cli
 
 SR = 16000
-ALL_STATS = ["mean", "std", "iqr", "delta_mean", "delta_std", "max"]
+ALL_STATS = ["mean", "std", "iqr", "robust_sigma", "delta_mean", "delta_std", "max"]
 MEAN = [E.LayersEnricher([0]), E.MeanEnricher(), E.FlattenEnricher()]
 
 
@@ -122,6 +122,8 @@ ENRICHERS = [
     E.DeltaStdEnricher(),
     E.IqrEnricher(),
     E.IqrEnricher(max_frames=8, seed=3),
+    E.RobustSigmaEnricher(),
+    E.RobustSigmaEnricher(max_frames=8, seed=3),
     E.StatsEnricher(stats=ALL_STATS, max_frames=8),
     E.FlattenEnricher(),
     E.L2NormalizeEnricher(),
@@ -142,11 +144,12 @@ def test_each_builtin_enrichers_torch_module_scripts_and_equals_enrich(enricher,
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
-def test_iqr_reservoir_of_the_whole_track_equals_the_streamed_one():
+@pytest.mark.parametrize("cls", [E.IqrEnricher, E.RobustSigmaEnricher], ids=lambda c: c.name)
+def test_iqr_reservoir_of_the_whole_track_equals_the_streamed_one(cls):
     """The exported model pools a whole track at once; the pipeline streams it in blocks."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 700, 6, generator=g)
-    e = E.IqrEnricher(max_frames=50, seed=9)
+    e = cls(max_frames=50, seed=9)
     state = e.pooling()
     for a in range(0, 700, 97):
         state.update(x[:, a : a + 97])

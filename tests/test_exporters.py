@@ -22,6 +22,7 @@ import pytest
 from musicembed_core import atomic
 from musicembed_core.builtins import hdf5 as hdf5_mod
 from musicembed_core.builtins.hdf5 import Hdf5Exporter, read_frames, read_hdf5
+from musicembed_core.builtins import safetensors_export as st_mod
 from musicembed_core.builtins.safetensors_export import SafetensorsExporter, read_safetensors
 from musicembed_core.components import Record
 from musicembed_core.errors import SpaceMismatchError
@@ -343,7 +344,7 @@ space = EmbeddingSpace(encoder={"name": "t"}, enrichers=({"name": "mean"},), dim
 if cfg["kind"] == "hdf5":
     ex = H.Hdf5Exporter(store_frames=True, checkpoint_every=cfg["batch"], chunk_rows=16)
 else:
-    ex = S.SafetensorsExporter(shard_size=cfg["batch"])
+    ex = S.SafetensorsExporter(shard_size=cfg["batch"], store_frames=True)
 ex.open(path, space)
 known = ex.known()
 todo = []
@@ -443,8 +444,9 @@ class KillHarness:
                 counts, offs = f["frame_count"][:], f["frame_offset"][:]
                 assert f["frames"].shape[0] == counts.sum()
                 assert (offs == np.concatenate(([0], np.cumsum(counts)[:-1]))).all()
-            for tid, h in list(zip(ids, out["content_hash"]))[:: max(1, len(ids) // 25)]:
-                np.testing.assert_array_equal(read_frames(self.path, tid), frames_of(tid, h))
+        reader = read_frames if self.kind == "hdf5" else st_mod.read_frames
+        for tid, h in list(zip(ids, out["content_hash"]))[:: max(1, len(ids) // 25)]:
+            np.testing.assert_array_equal(reader(self.path, tid), frames_of(tid, h))
         if final:
             want = self.want(rnd)
             assert dict(zip(ids, out["content_hash"])) == {f"track/{i:05d}.mp3": want[i] for i in range(self.n)}
@@ -453,7 +455,7 @@ class KillHarness:
         """In-process: reopen, write what is missing, close, verify the final output."""
         want = self.want(rnd)
         ex = (Hdf5Exporter(store_frames=True, checkpoint_every=self.batch) if self.kind == "hdf5"
-              else SafetensorsExporter(shard_size=self.batch))
+              else SafetensorsExporter(shard_size=self.batch, store_frames=True))
         ex.open(self.path, self.space)
         known = ex.known()
         todo = []

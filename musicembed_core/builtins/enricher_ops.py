@@ -277,6 +277,24 @@ def iqr_pool(x: Tensor, k: int, offset: int) -> Tensor:
     return iqr_sorted(reservoir_sample(x, k, offset)).to(torch.float32)
 
 
+IQR_PER_SIGMA = 1.3489795003921634
+"""IQR of the standard normal distribution (``2 * sqrt(2) * erfinv(0.5)``): IQR divided by it
+estimates the standard deviation of normal data, robustly against outliers. (Passed to
+the functions below as an argument: TorchScript refuses global float constants.)"""
+
+
+def robust_sigma_result(iqr64: Tensor, iqr_per_sigma: float) -> Tensor:
+    """Normal-consistent sigma from a float64 IQR: ``IQR / iqr_per_sigma``, float32."""
+    return (iqr64 / iqr_per_sigma).to(torch.float32)
+
+
+def robust_sigma_pool(x: Tensor, k: int, offset: int, iqr_per_sigma: float) -> Tensor:
+    """:func:`iqr_pool` (same reservoir) divided by ``iqr_per_sigma``: ``[L, D]``."""
+    check_stack(x, "robust_sigma")
+    x = work_dtype(x)
+    return robust_sigma_result(iqr_sorted(reservoir_sample(x, k, offset)), iqr_per_sigma)
+
+
 # --------------------------------------------------------------------------- vector stage
 
 
@@ -344,6 +362,21 @@ class IqrPool(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return iqr_pool(x, self.max_frames, self.offset)
+
+
+class RobustSigmaPool(torch.nn.Module):
+    max_frames: int
+    offset: int
+    iqr_per_sigma: float
+
+    def __init__(self, max_frames: int, seed: int) -> None:
+        super().__init__()
+        self.max_frames = int(max_frames)
+        self.offset = seed_offset(seed)
+        self.iqr_per_sigma = IQR_PER_SIGMA
+
+    def forward(self, x: Tensor) -> Tensor:
+        return robust_sigma_pool(x, self.max_frames, self.offset, self.iqr_per_sigma)
 
 
 class ConcatPool(torch.nn.Module):

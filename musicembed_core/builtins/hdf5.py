@@ -103,6 +103,28 @@ def _str_bytes(ds: Any, block: int = 65536) -> int:
     return sum(sum(map(len, ds[a : a + block])) for a in range(0, len(ds), block))
 
 
+def frame_rows(
+    rec: Record, frame_shape: tuple[int, int] | None, where: str
+) -> tuple["np.ndarray", tuple[int, int]]:
+    """A record's frames ``[L, F, D]`` as float32 rows ``[F, L, D]`` and the output's ``(L, D)``.
+
+    Every track of an output has the same ``[L, D]``: another one is refused,
+    naming the record (the safetensors exporter shares this check).
+    """
+    import numpy as np
+
+    fr = np.asarray(rec.frames, dtype=np.float32)
+    if fr.ndim != 3:
+        raise ValueError(f"record {rec.id!r}: frames must be [L, F, D], got shape {fr.shape}")
+    shape = (int(fr.shape[0]), int(fr.shape[2]))
+    if frame_shape is not None and shape != frame_shape:
+        raise ValueError(
+            f"record {rec.id!r}: frames have [L, D] = {list(shape)} but {where} "
+            f"stores frames with [L, D] = {list(frame_shape)}"
+        )
+    return np.ascontiguousarray(fr.transpose(1, 0, 2)), shape
+
+
 def _frame_chunk_rows(layers: int, dim: int) -> int:
     return max(1, min(1024, (1 << 20) // max(1, layers * dim * 4)))
 
@@ -130,14 +152,17 @@ def estimate_bytes(
     return size + 64 * (rows // chunk + 1) * 4  # chunk index entries
 
 
-def _check_format(f: Any, where: str) -> None:
+_NOT_OURS_WRITING = "refusing to overwrite it. Choose another output path or move the file away."
+_NOT_OURS_READING = "expected a file written by `musicembed run` (exporters.hdf5)."
+
+
+def _check_format(f: Any, where: str, not_ours: str = _NOT_OURS_WRITING) -> None:
     fmt = f.attrs.get("format")
     if isinstance(fmt, bytes):
         fmt = fmt.decode()
     if fmt != FORMAT or "space" not in f.attrs:
         raise MusicembedError(
-            f"{where} is not a musicembed HDF5 output (format attribute {fmt!r}); refusing to "
-            f"overwrite it. Choose another output path or move the file away."
+            f"{where} is not a musicembed HDF5 output (format attribute {fmt!r}); {not_ours}"
         )
     version = int(f.attrs.get("format_version", 0))
     if version > FORMAT_VERSION:
@@ -337,8 +362,6 @@ class Hdf5Exporter(Exporter):
 
     def write(self, records: Sequence[Record]) -> None:
         """Validate and buffer records; every ``checkpoint_every`` they become a durable segment."""
-        import numpy as np
-
         if self._closed:
             raise RuntimeError("Hdf5Exporter.write() called before open() or after close()")
         frame_shape = self._frame_shape
@@ -357,18 +380,7 @@ class Hdf5Exporter(Exporter):
                     ) from None
             frames = None
             if self.store_frames and rec.frames is not None:
-                fr = np.asarray(rec.frames, dtype=np.float32)
-                if fr.ndim != 3:
-                    raise ValueError(f"record {rec.id!r}: frames must be [L, F, D], got shape {fr.shape}")
-                shape = (int(fr.shape[0]), int(fr.shape[2]))
-                if frame_shape is None:
-                    frame_shape = shape
-                elif shape != frame_shape:
-                    raise ValueError(
-                        f"record {rec.id!r}: frames have [L, D] = {list(shape)} but {self._file} "
-                        f"stores frames with [L, D] = {list(frame_shape)}"
-                    )
-                frames = np.ascontiguousarray(fr.transpose(1, 0, 2))  # [F, L, D]
+                frames, frame_shape = frame_rows(rec, frame_shape, self._file)
             rows.append((rec.id, vec, rec.content_hash, meta, frames))
         self._frame_shape = frame_shape
         self._buffer.extend(rows)
@@ -642,18 +654,84 @@ def read_hdf5(path: str) -> dict[str, Any]:
 
 def read_frames(path: str, track_id: str) -> "np.ndarray":
     """Frame stack ``[L, F, D]`` stored for ``track_id`` (as given in its Record)."""
-    import h5py
-    import numpy as np
+    with Hdf5Reader(path) as reader:
+        return reader.frames(track_id)
 
-    with h5py.File(path, "r") as f:
-        _check_format(f, f"HDF5 file {path}")
-        if "frames" not in f:
-            raise ValueError(f"HDF5 file {path} stores no frames (export with store_frames=True)")
-        ids = _read_str(f["ids"])
+
+class Hdf5Reader:
+    """A finalised file opened for reading row by row (``musicembed_core.stored`` uses it).
+
+    The file stays open until :meth:`close`; ids and the frame index are read
+    once, a track's frames, vector or metadata when asked for.
+    """
+
+    def __init__(self, path: str) -> None:
+        import h5py
+
+        self.path = os.fspath(path)
+        self.where = f"HDF5 file {self.path}"
+        self.f = h5py.File(self.path, "r")
         try:
-            row = ids.index(track_id)
-        except ValueError:
-            raise KeyError(f"{track_id!r} is not in HDF5 file {path}") from None
-        off, cnt = int(f["frame_offset"][row]), int(f["frame_count"][row])
-        fr = np.asarray(f["frames"][off : off + cnt], dtype=np.float32)
+            _check_format(self.f, self.where, _NOT_OURS_READING)
+            space = self.f.attrs["space"]
+            self.space_json = space.decode() if isinstance(space, bytes) else str(space)
+            self.ids = _read_str(self.f["ids"])
+            self._row = {tid: i for i, tid in enumerate(self.ids)}
+            self.frame_shape: tuple[int, int] | None = None
+            if "frames" in self.f:
+                self.frame_shape = (int(self.f["frames"].shape[1]), int(self.f["frames"].shape[2]))
+                self._offsets = self.f["frame_offset"][:]
+                self._counts = self.f["frame_count"][:]
+        except BaseException:
+            self.f.close()
+            raise
+
+    def __enter__(self) -> "Hdf5Reader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.f.close()
+
+    def has(self, track_id: object) -> bool:
+        return track_id in self._row
+
+    def row(self, track_id: str) -> int:
+        try:
+            return self._row[track_id]
+        except KeyError:
+            from ..stored import unknown_track_error
+
+            raise unknown_track_error(track_id, self.where, self.ids) from None
+
+    def no_frames(self) -> Exception:
+        from ..stored import no_frames_error
+
+        return no_frames_error(self.where, self.path, "hdf5")
+
+    def vectors(self) -> "np.ndarray":
+        import numpy as np
+
+        return np.asarray(self.f["vectors"][:], dtype=np.float32)
+
+    def metadata(self, track_id: str) -> dict[str, Any]:
+        return json.loads(self._str("metadata", track_id))
+
+    def content_hash(self, track_id: str) -> str:
+        return self._str("content_hash", track_id)
+
+    def _str(self, dataset: str, track_id: str) -> str:
+        return self.f[dataset].asstr(errors="surrogateescape")[self.row(track_id)]
+
+    def frames(self, track_id: str) -> "np.ndarray":
+        """``[L, F, D]`` float32 of one track; ``F = 0`` for a track stored without frames."""
+        import numpy as np
+
+        row = self.row(track_id)
+        if self.frame_shape is None:
+            raise self.no_frames()
+        off, cnt = int(self._offsets[row]), int(self._counts[row])
+        fr = np.asarray(self.f["frames"][off : off + cnt], dtype=np.float32)
         return np.ascontiguousarray(fr.transpose(1, 0, 2))

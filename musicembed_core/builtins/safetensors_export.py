@@ -5,10 +5,22 @@ Layout of ``<path>/`` (``format = "musicembed-safetensors"``)::
     vectors-00001.safetensors   tensor "vectors" float32 [n, dim]; header metadata
                                 (str -> str): ids, content_hash, metadata (JSON
                                 lists, one item per row), space_hash, space, format
+                                with store_frames, when a row of the shard has frames:
+                                "frames" float32 [total, L, D] (the shard's tracks'
+                                frames, one after the other), "frame_offset" and
+                                "frame_count" int64 [n] (a row's first frame in
+                                "frames" and its number of frames; 0: none stored)
     vectors-00002.safetensors   ...
     index.json                  {format, format_version, space, space_hash, dim,
-                                 last_shard, shards: [{file, count}],
-                                 entries: {id: [shard file, row, content_hash]}}
+                                 last_shard, shards: [{file, count, frames?}],
+                                 entries: {id: [shard file, row, content_hash]},
+                                 frame_shape?: [L, D]}
+
+``frames`` (a shard's total frames) and ``frame_shape`` are present only when
+frames are stored; an output without them (``store_frames = False``, or written
+by an older musicembed) reads the same as before. Every track of an output has
+the same ``[L, D]``. Frames make shards large, so a shard is also written once
+the buffered frames reach ``_SHARD_FRAME_BYTES``, whatever ``shard_size`` says.
 
 Shards are never modified. A shard is written to a temp name, fsync'ed and
 renamed, and only then recorded in the index (itself replaced atomically), so
@@ -62,6 +74,13 @@ FORMAT = "musicembed-safetensors"
 FORMAT_VERSION = 1
 INDEX = "index.json"
 _SHARD_RE = re.compile(r"^vectors-(\d+)\.safetensors$")
+_SHARD_FRAME_BYTES = 128 << 20
+"""A shard is written once the buffered records' frames reach this many bytes."""
+
+
+def is_shard_name(name: str) -> bool:
+    """True for a shard's file name (``vectors-00001.safetensors``)."""
+    return _SHARD_RE.match(name) is not None
 
 
 def _shard_name(number: int) -> str:
@@ -81,7 +100,11 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=True, default=json_default)
 
 
-def _load_index(directory: str) -> dict[str, Any] | None:
+_NOT_OURS_WRITING = "refusing to overwrite it. Choose another output path."
+_NOT_OURS_READING = "expected a folder written by `musicembed run` (exporters.safetensors)."
+
+
+def _load_index(directory: str, not_ours: str = _NOT_OURS_WRITING) -> dict[str, Any] | None:
     file = os.path.join(directory, INDEX)
     try:
         with open(file, encoding="utf-8") as fh:
@@ -96,8 +119,7 @@ def _load_index(directory: str) -> dict[str, Any] | None:
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise MusicembedError(
             f"{file} is not a musicembed safetensors index (format "
-            f"{index.get('format') if isinstance(index, dict) else None!r}); refusing to "
-            f"overwrite it. Choose another output path."
+            f"{index.get('format') if isinstance(index, dict) else None!r}); {not_ours}"
         )
     if int(index.get("format_version", 0)) > FORMAT_VERSION:
         raise MusicembedError(
@@ -107,13 +129,15 @@ def _load_index(directory: str) -> dict[str, Any] | None:
     return index
 
 
-def _read_shard_header(file: str) -> tuple[dict[str, str], tuple[int, ...]]:
+def _read_shard_header(file: str) -> tuple[dict[str, str], tuple[int, ...], tuple[int, ...] | None]:
+    """Header metadata, the shape of "vectors" and that of "frames" (None: no frames)."""
     from safetensors import safe_open
 
     with safe_open(file, framework="numpy") as st:
         meta = dict(st.metadata() or {})
         shape = tuple(st.get_slice("vectors").get_shape())
-    return meta, shape
+        frames = tuple(st.get_slice("frames").get_shape()) if "frames" in st.keys() else None
+    return meta, shape, frames
 
 
 class SafetensorsExporter(Exporter):
@@ -121,17 +145,20 @@ class SafetensorsExporter(Exporter):
 
     Appends only: a run adds shards and never rewrites old ones, so closing is
     cheap; a rewritten id leaves its old row behind as dead data in its shard
-    (until every row of that shard is dead).
+    (until every row of that shard is dead). ``store_frames`` also stores each
+    track's frame-level layer stack ``[L, F, D]`` (as ``exporters.hdf5`` does).
     """
 
     name = "safetensors"
     extension = ".safetensors"
 
-    def __init__(self, path: str | None = None, shard_size: int = 4096) -> None:
+    def __init__(self, path: str | None = None, shard_size: int = 4096,
+                 store_frames: bool = False) -> None:
         if int(shard_size) < 1:
             raise ValueError(f"safetensors exporter: shard_size must be >= 1, got {shard_size!r}")
         self.path = path
         self.shard_size = int(shard_size)
+        self.store_frames = bool(store_frames)
         self._closed = True
 
     # ------------------------------------------------------------------ lifecycle
@@ -165,6 +192,8 @@ class SafetensorsExporter(Exporter):
             self._index_exists = True
         self._shards: list[dict[str, Any]] = list(index.get("shards", []))
         self._entries: dict[str, list[Any]] = dict(index.get("entries", {}))
+        shape = index.get("frame_shape")
+        self._frame_shape: tuple[int, int] | None = (int(shape[0]), int(shape[1])) if shape else None
         last = max([int(index.get("last_shard", 0))] + [_shard_number(s["file"]) for s in self._shards])
 
         # Indexed shards that vanished (deleted by hand): forget their rows so they are recomputed.
@@ -188,11 +217,13 @@ class SafetensorsExporter(Exporter):
                 continue
             # Renamed into place, but the run died before recording it: adopt it.
             try:
-                meta, shape = _read_shard_header(file)
+                meta, shape, fshape = _read_shard_header(file)
                 ids = json.loads(meta["ids"])
                 hashes = json.loads(meta["content_hash"])
                 if len(ids) != shape[0] or len(hashes) != shape[0]:
                     raise ValueError(f"{len(ids)} ids for {shape[0]} vectors")
+                if fshape is not None and len(fshape) != 3:
+                    raise ValueError(f"frames of shape {list(fshape)}")
             except Exception as exc:  # storage damage: recompute its records
                 log.warning("%s: ignoring unreadable shard %s (%s)", self._where, name, exc)
                 with contextlib.suppress(OSError):
@@ -200,11 +231,14 @@ class SafetensorsExporter(Exporter):
                 continue
             stored_space = meta.get("space") or json.dumps({"hash": meta.get("space_hash")})
             space.check_same(stored_space, where=f"{self._where} (shard {name})")
-            self._add_shard(name, ids, hashes)
+            if fshape is not None:
+                self._frame_shape = self._same_frame_shape((fshape[1], fshape[2]), f"shard {name}")
+            self._add_shard(name, ids, hashes, 0 if fshape is None else fshape[0])
             last = _shard_number(name)
             dirty = True
         self._last_shard = last
-        self._buffer: list[tuple[str, "np.ndarray", str, str]] = []
+        self._buffer: list[tuple[str, "np.ndarray", str, str, "np.ndarray | None"]] = []
+        self._buffered_frame_bytes = 0
         self._index_stale = False  # a shard is written but its index write failed
         self._closed = False
         if dirty:
@@ -221,13 +255,23 @@ class SafetensorsExporter(Exporter):
 
         if self._closed:
             raise RuntimeError("SafetensorsExporter.write() called before open() or after close()")
+        from .hdf5 import frame_rows
+
         rows = []
+        frame_shape = self._frame_shape
         for rec in records:
             vec = self._space.check_record(rec)
-            rows.append((rec.id, vec, rec.content_hash, _dumps(dict(rec.metadata or {}))))
+            frames = None
+            if self.store_frames and rec.frames is not None:
+                frames, frame_shape = frame_rows(rec, frame_shape, self._where)
+            rows.append((rec.id, vec, rec.content_hash, _dumps(dict(rec.metadata or {})), frames))
+        self._frame_shape = frame_shape
         self._buffer.extend(rows)
+        self._buffered_frame_bytes += sum(r[4].nbytes for r in rows if r[4] is not None)
         while len(self._buffer) >= self.shard_size:
             self._write_shard(self.shard_size)
+        if self._buffer and self._buffered_frame_bytes >= _SHARD_FRAME_BYTES:
+            self._write_shard(len(self._buffer))
 
     def flush(self) -> None:
         """Write the rows buffered so far as one durable shard (smaller than ``shard_size``)."""
@@ -249,8 +293,20 @@ class SafetensorsExporter(Exporter):
 
     # ------------------------------------------------------------------ internals
 
-    def _add_shard(self, name: str, ids: Sequence[str], hashes: Sequence[str]) -> None:
-        self._shards.append({"file": name, "count": len(ids)})
+    def _same_frame_shape(self, shape: Sequence[int], what: str) -> tuple[int, int]:
+        shape = (int(shape[0]), int(shape[1]))
+        if self._frame_shape is not None and shape != self._frame_shape:
+            raise MusicembedError(
+                f"{self._where}: {what} stores frames with [L, D] = {list(shape)}, unlike the "
+                f"rest of the output ({list(self._frame_shape)}); move it away to rebuild."
+            )
+        return shape
+
+    def _add_shard(self, name: str, ids: Sequence[str], hashes: Sequence[str], frames: int = 0) -> None:
+        entry: dict[str, Any] = {"file": name, "count": len(ids)}
+        if frames:
+            entry["frames"] = int(frames)
+        self._shards.append(entry)
         for row, (tid, h) in enumerate(zip(ids, hashes)):
             self._entries.pop(tid, None)  # last write wins and moves to the end
             self._entries[tid] = [name, row, h]
@@ -274,9 +330,18 @@ class SafetensorsExporter(Exporter):
             "space": self._space.to_json(),
         }
         vectors = np.ascontiguousarray(np.stack([r[1] for r in rows]).astype(np.float32, copy=False))
+        tensors = {"vectors": vectors}
+        stacks = [r[4] for r in rows if r[4] is not None and len(r[4])]
+        total = sum(len(f) for f in stacks)
+        if total:
+            counts = np.array([0 if r[4] is None else len(r[4]) for r in rows], np.int64)
+            tensors["frames"] = np.concatenate(stacks) if len(stacks) > 1 else stacks[0]
+            tensors["frame_offset"] = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+            tensors["frame_count"] = counts
         # save() + our own atomic write rather than save_file(): the latter
         # leaves a randomly named temp file behind when killed, and skips fsync.
-        data = save({"vectors": vectors}, metadata=meta)
+        data = save(tensors, metadata=meta)
+        del tensors, stacks
         file = os.path.join(self._dir, name)
         self._guarded(
             file, len(data),
@@ -285,8 +350,10 @@ class SafetensorsExporter(Exporter):
             atomic_write_bytes, file, data,
         )
         self._last_shard = number
-        self._add_shard(name, ids, hashes)
+        self._add_shard(name, ids, hashes, total)
+        del data
         del self._buffer[:count]
+        self._buffered_frame_bytes = sum(r[4].nbytes for r in self._buffer if r[4] is not None)
         self._index_stale = True
         self._guarded(
             os.path.join(self._dir, INDEX), None,
@@ -327,6 +394,8 @@ class SafetensorsExporter(Exporter):
             "shards": self._shards,
             "entries": self._entries,
         }
+        if self._frame_shape is not None:
+            index["frame_shape"] = list(self._frame_shape)
         atomic_write_json(os.path.join(self._dir, INDEX), index, ensure_ascii=True)
         self._index_exists = True
         self._index_stale = False
@@ -342,39 +411,133 @@ class SafetensorsExporter(Exporter):
 
 def read_safetensors(path: str) -> dict[str, Any]:
     """Current rows of a safetensors output (resolved through index.json): same keys as read_hdf5."""
-    import numpy as np
-    from safetensors import safe_open
+    reader = SafetensorsReader(path)
+    try:
+        return {
+            "ids": list(reader.ids),
+            "vectors": reader.vectors(),
+            "content_hash": [reader.content_hash(t) for t in reader.ids],
+            "metadata": [reader.metadata(t) for t in reader.ids],
+            "space": reader.index["space"],
+            "space_hash": reader.index["space_hash"],
+        }
+    finally:
+        reader.close()
 
-    index = _load_index(os.fspath(path))
-    if index is None:
-        raise FileNotFoundError(f"{os.path.join(path, INDEX)} does not exist")
-    entries: dict[str, list[Any]] = index["entries"]
-    dim = int(index["dim"])
-    ids = list(entries)
-    pos = {tid: i for i, tid in enumerate(ids)}
-    vectors = np.empty((len(ids), dim), dtype=np.float32)
-    hashes: list[str] = [""] * len(ids)
-    metadata: list[dict[str, Any]] = [{}] * len(ids)
-    by_shard: dict[str, list[str]] = {}
-    for tid, (file, _row, _h) in entries.items():
-        by_shard.setdefault(file, []).append(tid)
-    for file, tids in by_shard.items():
-        with safe_open(os.path.join(path, file), framework="numpy") as st:
+
+def read_frames(path: str, track_id: str) -> "np.ndarray":
+    """Frame stack ``[L, F, D]`` stored for ``track_id`` (``exporters.safetensors.store_frames``)."""
+    reader = SafetensorsReader(path)
+    try:
+        return reader.frames(track_id)
+    finally:
+        reader.close()
+
+
+class SafetensorsReader:
+    """The shards index.json records, read row by row (``musicembed_core.stored`` uses it).
+
+    A shard's header (ids, hashes, metadata, frame index) is parsed once, when
+    one of its rows is first asked for; one shard stays open at a time, so
+    reading tracks in stored order opens each shard once. A track's frames are
+    read as a slice of the shard's "frames" tensor, not the whole tensor.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = os.fspath(path)
+        self.where = f"safetensors output {self.path}"
+        index = _load_index(self.path, _NOT_OURS_READING)
+        if index is None:
+            raise FileNotFoundError(f"{os.path.join(self.path, INDEX)} does not exist")
+        self.index = index
+        self.space_json = json.dumps(index["space"])
+        self._entries: dict[str, list[Any]] = index["entries"]
+        self.ids = list(self._entries)
+        shape = index.get("frame_shape")
+        self.frame_shape: tuple[int, int] | None = (int(shape[0]), int(shape[1])) if shape else None
+        self._headers: dict[str, dict[str, Any]] = {}
+        self._open: tuple[str, Any] | None = None
+
+    def close(self) -> None:
+        self._open = None
+        self._headers.clear()
+
+    def has(self, track_id: object) -> bool:
+        return track_id in self._entries
+
+    def no_frames(self) -> Exception:
+        from ..stored import no_frames_error
+
+        return no_frames_error(self.where, self.path, "safetensors")
+
+    def _entry(self, track_id: str) -> tuple[str, int]:
+        try:
+            file, row, _h = self._entries[track_id]
+        except KeyError:
+            from ..stored import unknown_track_error
+
+            raise unknown_track_error(track_id, self.where, self.ids) from None
+        return file, int(row)
+
+    def _shard(self, file: str) -> Any:
+        """The open shard (safe_open handle), reopened only when another shard is wanted."""
+        from safetensors import safe_open
+
+        if self._open is None or self._open[0] != file:
+            self._open = None  # release the previous one first
+            self._open = (file, safe_open(os.path.join(self.path, file), framework="numpy"))
+        return self._open[1]
+
+    def _header(self, file: str) -> dict[str, Any]:
+        head = self._headers.get(file)
+        if head is None:
+            st = self._shard(file)
             meta = st.metadata() or {}
-            vec = st.get_tensor("vectors")
-        shard_hashes = json.loads(meta["content_hash"])
-        shard_meta = json.loads(meta["metadata"])
-        for tid in tids:
-            row = int(entries[tid][1])
-            i = pos[tid]
-            vectors[i] = vec[row]
-            hashes[i] = shard_hashes[row]
-            metadata[i] = shard_meta[row]
-    return {
-        "ids": ids,
-        "vectors": vectors,
-        "content_hash": hashes,
-        "metadata": metadata,
-        "space": index["space"],
-        "space_hash": index["space_hash"],
-    }
+            head = {"hashes": json.loads(meta["content_hash"]), "metadata": meta["metadata"]}
+            if "frames" in st.keys():
+                head["offset"] = st.get_tensor("frame_offset")
+                head["count"] = st.get_tensor("frame_count")
+            self._headers[file] = head
+        return head
+
+    def content_hash(self, track_id: str) -> str:
+        file, row = self._entry(track_id)
+        return self._header(file)["hashes"][row]
+
+    def metadata(self, track_id: str) -> dict[str, Any]:
+        file, row = self._entry(track_id)
+        head = self._header(file)
+        if isinstance(head["metadata"], str):  # parsed when first needed: the frames don't
+            head["metadata"] = json.loads(head["metadata"])
+        return dict(head["metadata"][row])
+
+    def vectors(self) -> "np.ndarray":
+        """All current rows' vectors ``[N, dim]`` in :attr:`ids` order, one shard at a time."""
+        import numpy as np
+
+        vectors = np.empty((len(self.ids), int(self.index["dim"])), dtype=np.float32)
+        by_shard: dict[str, tuple[list[int], list[int]]] = {}
+        for i, (file, row, _h) in enumerate(self._entries.values()):
+            rows, pos = by_shard.setdefault(file, ([], []))
+            rows.append(int(row))
+            pos.append(i)
+        for file, (rows, pos) in by_shard.items():
+            vectors[pos] = self._shard(file).get_tensor("vectors")[rows]
+        return vectors
+
+    def frames(self, track_id: str) -> "np.ndarray":
+        """``[L, F, D]`` float32 of one track; ``F = 0`` for a track stored without frames."""
+        import numpy as np
+
+        file, row = self._entry(track_id)
+        if self.frame_shape is None:
+            raise self.no_frames()
+        layers, dim = self.frame_shape
+        head = self._header(file)
+        if "offset" not in head:  # a shard none of whose tracks kept frames
+            return np.zeros((layers, 0, dim), np.float32)
+        off, cnt = int(head["offset"][row]), int(head["count"][row])
+        if cnt == 0:
+            return np.zeros((layers, 0, dim), np.float32)
+        fr = self._shard(file).get_slice("frames")[off : off + cnt]
+        return np.ascontiguousarray(np.asarray(fr, dtype=np.float32).transpose(1, 0, 2))

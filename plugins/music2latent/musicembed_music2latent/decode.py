@@ -101,9 +101,9 @@ def decode_command(latents: Path, output_dir: Path, ids: tuple[str, ...], denois
             f"{summary['seconds']:.1f} s -> {output_dir}")
     if summary["skipped"]:
         line += f"; skipped {summary['skipped']} existing (--overwrite replaces them)"
-    console.print(line, highlight=False)
+    console.print(line, highlight=False, soft_wrap=True)
     for track_id, error in summary["failed"]:
-        console.print(f"[red]failed[/red] {track_id}: {error}", highlight=False)
+        console.print(f"[red]failed[/red] {track_id}: {error}", highlight=False, soft_wrap=True)
     if summary["failed"]:
         raise SystemExit(1)
 

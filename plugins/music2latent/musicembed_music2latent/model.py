@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -81,7 +82,7 @@ def read_checkpoint(path: Path) -> dict[str, "torch.Tensor"]:
     (iteration, epoch, FAD score as a numpy float64). Nothing but tensors, plain
     containers and the numpy globals of :func:`_numpy_globals` is accepted.
     """
-    obj = load_pickle(path, tuple(_numpy_globals()))
+    obj = load_pickle(path, tuple(_numpy_globals()), mmap=True)
     if not isinstance(obj, dict) or not isinstance(obj.get("gen_state_dict"), dict):
         keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise ModelLoadError(
@@ -267,7 +268,9 @@ def decode_latents(
     class _Holder:  # decode_latent_inference reads the model from `.gen`
         gen = generator
 
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # The package asks for CUDA autocast unconditionally; on CPU torch warns and disables it.
+        warnings.filterwarnings("ignore", message="CUDA is not available")
         wave = decode_latent_inference(
             lat, _Holder, int(max_seconds * sample_rate), 1, diffusion_steps=int(denoising_steps),
             device=device,
