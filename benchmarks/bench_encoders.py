@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ sys.path.insert(0, str(REPO))
 for plugin_tests in ("plugins/mert/tests", "plugins/music2vec/tests"):  # checkpoint builders
     sys.path.insert(0, str(REPO / plugin_tests))
 
-from bench_logmel import child_rss, write_long  # noqa: E402 - same folder
+from bench_logmel import child_rss, peak_rss_mb, write_long  # noqa: E402 - same folder
 
 MERT_ID, M2V_ID = "m-a-p/MERT-v1-95M", "m-a-p/music2vec-v1"
 
@@ -139,7 +138,7 @@ def main() -> None:
     if a.rss_child:  # child: embed one file with MERT-95M only, report peak RSS
         with tempfile.TemporaryDirectory() as tmp:
             audio_s, wall = run_pipeline(Path(a.rss_child), Path(tmp) / "out", ("mert",))
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         print(json.dumps({"peak_rss_mb": peak, "audio_seconds": audio_s, "wall": wall}))
         return
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -126,6 +125,22 @@ def write_long(path: Path, minutes: float, rate: int = 44100) -> None:
             f.write(block)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: the kernel's high-water mark of its own
+    address space (VmHWM). Not ``getrusage().ru_maxrss``: Linux carries that across fork +
+    exec, so a child started by a big parent would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child_rss(args: list[str], script: str = __file__, env: dict | None = None) -> dict:
     """Run ``script`` with ``args`` in a fresh process; its last stdout line is a JSON report."""
     proc = subprocess.run(
@@ -155,14 +170,14 @@ def main() -> None:
     if a.rss_child:  # child: embed one file, report peak RSS
         with tempfile.TemporaryDirectory() as tmp:
             audio_s, wall = run_pipeline(Path(a.rss_child), Path(tmp) / "out")
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         print(json.dumps({"peak_rss_mb": peak, "audio_seconds": audio_s, "wall": wall}))
         return
     if a.load_whole:  # child: the naive whole-file load, for scale
         from musicembed_core.audio import load_audio
 
         wave = load_audio(a.load_whole, 16000)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         print(json.dumps({"peak_rss_mb": peak, "samples": int(wave.size)}))
         return
 

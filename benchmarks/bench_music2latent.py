@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "plugins/music2latent/tests"))  # checkpoint builder
 
-from bench_logmel import child_rss, write_long  # noqa: E402 - same folder
+from bench_logmel import child_rss, peak_rss_mb, write_long  # noqa: E402 - same folder
 
 warnings.filterwarnings("ignore", message="CUDA is not available")  # the package's autocast
 
@@ -113,7 +112,7 @@ def main() -> None:
             params.append(f"encoders.music2latent.window_seconds = {a.child_window}")
         out = Path(a.child).with_suffix(f".out{a.child_window or 0:g}")
         audio_s, wall, timings = run_pipeline(Path(a.child).parent, out, params)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         from musicembed_core.stored import open_output
 
         stored = open_output(out / "music2latent.h5")

@@ -323,7 +323,7 @@ def search(gin_files: tuple[str, ...], gin_params: tuple[str, ...], audio: str |
 @click.option("--format", "fmt", default="torchscript", show_default=True,
               help="Model format: a model exporter's name (exporters.<name>).")
 @click.option("--pooling", metavar="NAME[,NAME...]",
-              help="Pooling over frames: mean (default), std, max, iqr, delta_mean, delta_std, "
+              help="Pooling over frames: mean (default), std, max, iqr, robust_sigma, delta_mean, delta_std, "
               "or several statistics concatenated, e.g. mean,std. Replaces a run's pooling.")
 @click.option("--layers", "--layer", "layers", metavar="SPEC",
               help="Encoder layers to pool: an index (-1 = last, the default), '3,5,7', '6:' "

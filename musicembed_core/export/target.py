@@ -140,7 +140,7 @@ def pooling_enricher(text: str) -> Enricher:
     if stage != "pool":
         raise ConfigError(
             f"--pooling {names[0]!r} is a {stage!r}-stage enricher, not a pooling step; use "
-            f"mean, std, max, iqr, delta_mean, delta_std, or several like 'mean,std'"
+            f"mean, std, max, iqr, robust_sigma, delta_mean, delta_std, or several like 'mean,std'"
         )
     return _configured("enrichers", names[0])
 

@@ -340,7 +340,7 @@ def script_chain(
             raise ExportError(
                 f"enricher {label!r} ({type(e).__module__}.{type(e).__qualname__}) has no "
                 f"TorchScript implementation, so this chain cannot be exported. Use built-in "
-                f"enrichers (layers, mean, std, max, iqr, delta_mean, delta_std, stats, flatten, "
+                f"enrichers (layers, mean, std, max, iqr, robust_sigma, delta_mean, delta_std, stats, flatten, "
                 f"l2_normalize), or give the enricher a torch_module(num_layers) method returning "
                 f"a scriptable nn.Module that computes enrich()."
             )
