@@ -198,6 +198,13 @@ def build_generator(state: dict[str, "torch.Tensor"], where: str) -> "torch.nn.M
 # --------------------------------------------------------------------------- encoding
 
 
+def _clamp_min(x: Any, low: int) -> Any:
+    """``max(x, low)`` for a Python int (eager) or a traced size (torch.jit.trace)."""
+    import torch
+
+    return torch.clamp(x, min=low) if isinstance(x, torch.Tensor) else max(x, low)
+
+
 def _encode_module(encoder: "torch.nn.Module", features: bool, dim: int) -> "torch.nn.Module":
     import torch
     from music2latent import audio as m2l_audio
@@ -221,14 +228,18 @@ def _encode_module(encoder: "torch.nn.Module", features: bool, dim: int) -> "tor
             self.dim = dim
 
         def forward(self, wave: torch.Tensor) -> torch.Tensor:
-            b, t = wave.shape
-            f = frames_for(t)
+            # Sizes stay symbolic under torch.jit.trace (no int(), no branch on a size), so
+            # the TorchScript export generalises to every input length.
+            f = _clamp_min((wave.shape[1] - LEAD_SAMPLES) // FRAME_SAMPLES, 0)
             dtype = next(self.encoder.parameters()).dtype
-            if f == 0:
-                return wave.new_zeros((1, b, 0, self.dim), dtype=dtype)
-            wave = wave[:, : f * FRAME_SAMPLES + LEAD_SAMPLES].float()  # STFT in float32
+            # A wave too short for one frame is encoded zero-padded to one frame and that
+            # frame dropped again (out[..., :0]): no frame, as the package. Longer waves are
+            # cropped to whole frames; the padding is never read.
+            pad = wave.new_zeros((wave.shape[0], RECEPTIVE_SAMPLES))
+            keep = _clamp_min(f, 1) * FRAME_SAMPLES + LEAD_SAMPLES
+            wave = torch.cat([wave, pad], dim=1)[:, :keep].float()  # STFT in float32
             spec = m2l_audio.to_representation_encoder(wave).to(dtype)
-            out = self.encoder(spec, extract_features=self.features)  # [B, C, F]
+            out = self.encoder(spec, extract_features=self.features)[:, :, :f]  # [B, C, F]
             if self.scale != 1.0:
                 out = out * self.scale
             return out.transpose(1, 2).unsqueeze(0)
