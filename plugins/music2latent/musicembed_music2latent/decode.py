@@ -87,8 +87,8 @@ def decode_command(latents: Path, output_dir: Path, ids: tuple[str, ...], denois
       musicembed run --gin_file runs/music2latent.gin --gin_param 'run.source="~/Music"'
       musicembed decode musicembed-out/music2latent/music2latent.h5 -o decoded/
 
-    Random weights aside, one decoding step gives the model's reconstruction; the
-    noise it starts from is seeded (--seed), so the same command writes the same audio.
+    One denoising step is the model's own one-step reconstruction. The noise the
+    decoder starts from is seeded (--seed), so the same command writes the same audio.
     """
     from rich.console import Console
 
