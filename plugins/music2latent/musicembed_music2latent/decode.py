@@ -125,17 +125,27 @@ def decode_output(
     console: Any = None,
 ) -> dict[str, Any]:
     """Decode the tracks of a stored output; returns a summary (decoded, skipped, failed, seconds)."""
+    from musicembed_core.stored import open_output
+
+    start = time.perf_counter()
+    with open_output(latents) as stored:
+        return _decode_tracks(stored, latents, output_dir, start, ids=ids, denoising_steps=denoising_steps,
+                              model=model, revision=revision, cache_dir=cache_dir, device=device, seed=seed,
+                              max_seconds=max_seconds, subtype=subtype, overwrite=overwrite, console=console)
+
+
+def _decode_tracks(stored: Any, latents: Path, output_dir: Path, start: float, *, ids: Any,
+                   denoising_steps: int, model: str | None, revision: str | None, cache_dir: str | None,
+                   device: str, seed: int, max_seconds: float, subtype: str, overwrite: bool,
+                   console: Any) -> dict[str, Any]:
     import soundfile as sf
     import torch
 
     from musicembed_core.atomic import atomic_path
     from musicembed_core.hub import resolve_checkpoint, resolve_device
-    from musicembed_core.stored import open_output
 
-    from .model import CHECKPOINT_FILE, build_generator, read_checkpoint
+    from .model import CHECKPOINT_FILE, build_generator, decode_latents, read_checkpoint
 
-    start = time.perf_counter()
-    stored = open_output(latents)
     enc = check_latent_space(stored.space, str(latents))
     if not stored.has_frames:
         raise DecodeError(
@@ -157,8 +167,6 @@ def decode_output(
     where = f"{model} ({ckpt.file(CHECKPOINT_FILE)})"
     dev = resolve_device(device)
     generator = build_generator(read_checkpoint(ckpt.file(CHECKPOINT_FILE)), where).to(dev)
-
-    from .model import decode_latents
 
     summary: dict[str, Any] = {"decoded": 0, "skipped": 0, "failed": [], "audio_seconds": 0.0}
     progress = None
