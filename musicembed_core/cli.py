@@ -316,6 +316,78 @@ def search(gin_files: tuple[str, ...], gin_params: tuple[str, ...], audio: str |
         print_result(result, _console(stderr=False))
 
 
+@main.command(context_settings=CONTEXT)
+@gin_options
+@click.option("--labels", metavar="A,B,C", help="Comma-separated labels, e.g. 'jazz,rock,ambient'.")
+@click.option("--labels-file", metavar="FILE",
+              help="A text file with one label per line (blank lines and '#' comments skipped).")
+@click.option("--template", default="{label}", show_default=True, metavar="TEXT",
+              help="Prompt embedded for each label; {label} is replaced, e.g. '{label} music'.")
+@click.option("--top-k", "top_k", default=3, show_default=True, help="Tags kept per track.")
+@click.option("--threshold", type=float, metavar="SCORE",
+              help="Keep only tags scoring at least this cosine similarity (-1..1).")
+@click.option("--force", is_flag=True,
+              help="Tag again tracks already tagged with the same labels, template, projector, "
+              "--top-k and --threshold (default: skip them).")
+@click.option("--embedding", metavar="NAME", help="Which embedding of the run (if it has several).")
+@click.option("--sink", "sink_name", metavar="NAME", help="Which sink of the run (if it has several).")
+@click.option("--no-sink", is_flag=True,
+              help="Leave the sink alone: read the run's HDF5/safetensors output, write the files only.")
+@click.option("--csv", "csv_path", metavar="FILE",
+              help="CSV to write (id,path,rank,label,score) [default: <run.output_dir>/tags/<embedding>.csv].")
+@click.option("--json-file", "json_path", metavar="FILE",
+              help="JSON to write [default: <run.output_dir>/tags/<embedding>.json].")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the settings, summary and every track's tags as JSON on stdout.")
+def tag(gin_files: tuple[str, ...], gin_params: tuple[str, ...], labels: str | None,
+        labels_file: str | None, template: str, top_k: int, threshold: float | None, force: bool,
+        embedding: str | None, sink_name: str | None, no_sink: bool, csv_path: str | None,
+        json_path: str | None, progress: bool, as_json: bool) -> None:
+    """Zero-shot tags for every stored track, from the embedding's text projector.
+
+    \b
+    Each label (through --template) is embedded by the text projector bound to
+    the run's embedding (embedding.projector: any space that has one, not only
+    CLAP) and every stored track is scored against it (cosine similarity).
+    Each track's --top-k labels at or above --threshold are written, best
+    first, to the CSV and JSON files and into the sink's metadata (each record
+    upserted again with its stored vector), where `musicembed search --filter`
+    reads them: meta["tag"] (best label), meta["tags"] (labels, best first),
+    meta["tag_scores"]["LABEL"] (score of each tag). Without a sink (or with
+    --no-sink) the tracks are read from the run's HDF5/safetensors output.
+
+    \b
+    Use the same gin files as the `musicembed run` that stored the library.
+    Tracks already tagged with the same settings are skipped unless --force.
+
+    \b
+    Examples:
+      musicembed tag --gin_file runs/quickstart_faiss.gin --labels 'jazz,rock,ambient' \\
+          --gin_param 'embedding.projector=@projectors.NAME()' --template '{label} music'
+      musicembed tag --gin_file my_run.gin --labels-file tags.txt --top-k 5 --threshold 0.2 --json
+      musicembed search --gin_file my_run.gin --text 'calm piano' --filter 'meta["tag"] == "ambient"'
+    """
+    from .tagging import TagRequest, parse_labels, print_summary
+    from .tagging import tag as run_tag
+
+    req = TagRequest(labels=parse_labels(labels, labels_file), template=template, top_k=top_k,
+                     threshold=threshold, force=force, use_sink=not no_sink, csv_path=csv_path,
+                     json_path=json_path)
+    cfg = _run_config(gin_files, gin_params)
+    console = _console()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]tagging"), BarColumn(), MofNCompleteColumn(), TextColumn("tracks"),
+                  TimeElapsedColumn(), console=console, disable=not progress) as bar:
+        task = bar.add_task("tag", total=None)
+        result = run_tag(cfg, req, embedding=embedding, sink_name=sink_name,
+                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+    print_summary(result, console)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+
+
 @main.command("export-model", context_settings=CONTEXT)
 @click.argument("spec", metavar="ENCODER_GIN_OR_NAME")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),

@@ -594,6 +594,14 @@ class Sink(Component):
         """Stored vectors by id (absent ids are left out): ``musicembed search --id``."""
         raise NotImplementedError(f"sink {self.name!r} cannot return stored vectors")
 
+    def fetch_metadata(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored metadata by id, as ``Hit.metadata`` shows it (absent ids are left out).
+
+        Optional: ``musicembed tag`` merges its tags into it and upserts each record
+        again with its :meth:`fetch` vector and ``known()`` content hash.
+        """
+        raise NotImplementedError(f"sink {self.name!r} cannot return stored metadata")
+
     def delete(self, ids: Iterable[str]) -> None:
         raise NotImplementedError
 

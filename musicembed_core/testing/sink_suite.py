@@ -130,6 +130,35 @@ class SinkSuite:
         self.assert_vectors(sink.fetch(ids[:3] + ["never/stored.mp3"]), {i: "v1" for i in ids[:3]})
         sink.close()
 
+    def test_fetch_metadata_round_trips(self, root):
+        """Optional ``fetch_metadata`` (``musicembed tag``): what was upserted, nested values
+        included, plus ``content_hash``; absent ids left out; a record upserted again with
+        it and its stored vector keeps both."""
+        sink = self.opened(root)
+        ids = self.ids(6)
+        sink.upsert(self.records(ids))
+        try:
+            got = sink.fetch_metadata([ids[1], "never/stored.mp3", ids[2]])
+        except NotImplementedError:
+            sink.close()
+            pytest.skip(f"{self.sink_class.__name__} does not implement fetch_metadata (optional)")
+        assert set(got) == {ids[1], ids[2]}, "fetch_metadata() returned other ids than asked and stored"
+        md = got[ids[1]]
+        assert md.get("path") == f"/music/{ids[1]}" and md.get("genre") == "jazz"
+        assert md.get("content_hash") == "v1", "fetch_metadata() must carry content_hash"
+        from musicembed_core import Record
+
+        new_md = {k: v for k, v in md.items() if k != "content_hash"}
+        new_md.update(tags=["a b", "c"], tag_scores={"a b": 0.5, "c": 0.25})
+        vec = sink.fetch([ids[1]])[ids[1]]
+        sink.upsert([Record(ids[1], vec, "v1", new_md)])
+        again = sink.fetch_metadata([ids[1]])[ids[1]]
+        assert again["tags"] == ["a b", "c"] and again["tag_scores"] == {"a b": 0.5, "c": 0.25}
+        assert again["path"] == f"/music/{ids[1]}" and again["genre"] == "jazz"
+        assert sink.count() == 6 and dict(sink.known())[ids[1]] == "v1"
+        self.assert_vectors(sink.fetch([ids[1]]), {ids[1]: "v1"})
+        sink.close()
+
     def test_delete(self, root):
         sink = self.opened(root)
         ids = self.ids(20)

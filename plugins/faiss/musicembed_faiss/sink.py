@@ -922,6 +922,11 @@ class FaissSink(Sink):
         self._check_open()
         return {tid: self._vecs[self._row[tid]].copy() for tid in ids if tid in self._row}
 
+    def fetch_metadata(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored metadata (copies, with ``content_hash``) by id; absent ids are left out."""
+        self._check_open()
+        return {tid: copy.deepcopy(self._meta[self._row[tid]]) for tid in ids if tid in self._row}
+
     def describe(self) -> dict[str, Any]:
         """What is stored and in which state the index is (for logs, CLIs and tests)."""
         self._check_open()

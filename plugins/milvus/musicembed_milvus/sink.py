@@ -629,6 +629,11 @@ class MilvusSink(Sink):
                 )
         return out
 
+    def fetch_metadata(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored metadata by id (path, duration, content_hash and the ``meta`` keys)."""
+        self._require_open()
+        return self._metadata_of(list(dict.fromkeys(ids)))
+
     def search(
         self, vectors: np.ndarray, k: int = 10, filter: str | None = None
     ) -> list[list[Hit]]:
