@@ -9,7 +9,7 @@ analysis script) without importing the exporters::
         print(out.format, out.space.hash, len(out.ids), out.has_frames)
         vec = out.vectors()                                     # [N, dim], row i is out.ids[i]
         for track_id, frames in out.iter_frames():              # [L, F, D], one track at a time
-            ...
+            times = out.frame_times(track_id)                   # [F] seconds: i / out.frame_rate
 
 Only finalised data is read, as :func:`musicembed_core.builtins.hdf5.read_hdf5`
 does: the main HDF5 file (not the ``.pending`` segments of a run still going or
@@ -97,6 +97,23 @@ class StoredOutput:
         self.space: "EmbeddingSpace" = EmbeddingSpace.from_json(reader.space_json)
         self.ids: list[str] = list(reader.ids)
         self.frame_shape: tuple[int, int] | None = reader.frame_shape
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Frames per second of the stored frames (the encoder's, from the space): frame ``i``
+        of a track is at ``i / frame_rate`` seconds from its start, across window seams."""
+        rate = self.space.encoder.get("frame_rate")
+        return float(rate) if rate else None
+
+    def frame_times(self, track_id: str) -> "np.ndarray":
+        """Start time in seconds of each stored frame of ``track_id``: float64 ``[F]``,
+        ``i / frame_rate`` (time-aligned frames for beat tracking and the like)."""
+        import numpy as np
+
+        count = self.frames(track_id).shape[1]
+        if not self.frame_rate:
+            raise NoFramesError(f"{self.path}: its space records no frame_rate; frame times are unknown")
+        return np.arange(count, dtype=np.float64) / self.frame_rate
 
     @property
     def has_frames(self) -> bool:

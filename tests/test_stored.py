@@ -94,6 +94,23 @@ def test_both_formats_read_back_what_the_run_stored(run_out):
         assert json.loads(Path(st_path, "index.json").read_text())["frame_shape"] == [2, 96]
 
 
+def test_frames_are_time_aligned(run_out):
+    """Frame i of a track is at i / frame_rate s (logmel: 50 frames/s), across window seams
+    (2.5 s windows here); the rate is in the files for readers without musicembed too."""
+    import h5py
+
+    for name in ("logmel.h5", "logmel.safetensors"):
+        with open_output(run_out / name) as out:
+            assert out.frame_rate == 50.0
+            tid = out.ids[0]
+            times = out.frame_times(tid)
+            assert times.shape == (out.frames(tid).shape[1],) and times.dtype == np.float64
+            np.testing.assert_allclose(times[[0, 1, 125, -1]], [0.0, 0.02, 2.5, (len(times) - 1) / 50])
+    with h5py.File(run_out / "logmel.h5", "r") as f:
+        assert float(f.attrs["frame_rate"]) == 50.0
+    assert json.loads(Path(run_out, "logmel.safetensors", "index.json").read_text())["frame_rate"] == 50.0
+
+
 def test_iter_frames_reads_one_track_at_a_time(run_out):
     for name in ("logmel.h5", "logmel.safetensors"):
         with open_output(run_out / name) as out:

@@ -9,7 +9,8 @@ Layout of the main file (``format = "musicembed-hdf5"``, ``format_version = 1``)
     /frames        float32 [total_frames, L, D]   (only when frames are stored)
     /frame_offset  int64 [N]            first row of a track in /frames
     /frame_count   int64 [N]            its number of frames (0: none stored)
-    attrs: space (EmbeddingSpace JSON), space_hash, format, format_version, dim
+    attrs: space (EmbeddingSpace JSON), space_hash, format, format_version, dim,
+           frame_rate (with frames: frame i of a track is at i / frame_rate seconds)
 
 Crash safety: the main file is never modified in place, only replaced with
 ``os.replace``. During a run, records are buffered and, every
@@ -209,6 +210,9 @@ class _Writer:
             f.attrs["space"] = space.to_json()
             f.attrs["space_hash"] = space.hash
             f.attrs["dim"] = dim
+            if frame_shape is not None and space.encoder.get("frame_rate"):
+                # Frame i of a track is at i / frame_rate seconds from its start.
+                f.attrs["frame_rate"] = float(space.encoder["frame_rate"])
             s = h5py.string_dtype("utf-8")
             schunk = (max(1, chunk_rows),)
             self.ids = f.create_dataset("ids", (n,), dtype=s, maxshape=(None,), chunks=schunk)

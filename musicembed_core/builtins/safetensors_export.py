@@ -14,7 +14,7 @@ Layout of ``<path>/`` (``format = "musicembed-safetensors"``)::
     index.json                  {format, format_version, space, space_hash, dim,
                                  last_shard, shards: [{file, count, frames?}],
                                  entries: {id: [shard file, row, content_hash]},
-                                 frame_shape?: [L, D]}
+                                 frame_shape?: [L, D], frame_rate?: frames per second}
 
 ``frames`` (a shard's total frames) and ``frame_shape`` are present only when
 frames are stored; an output without them (``store_frames = False``, or written
@@ -396,6 +396,8 @@ class SafetensorsExporter(Exporter):
         }
         if self._frame_shape is not None:
             index["frame_shape"] = list(self._frame_shape)
+            if self._space.encoder.get("frame_rate"):  # frame i of a track is at i / frame_rate s
+                index["frame_rate"] = float(self._space.encoder["frame_rate"])
         atomic_write_json(os.path.join(self._dir, INDEX), index, ensure_ascii=True)
         self._index_exists = True
         self._index_stale = False
