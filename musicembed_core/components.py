@@ -410,6 +410,18 @@ class TextProjector(Component):
             f"projector {self.name!r} ({type(self).__qualname__}) does not implement target()"
         )
 
+    @staticmethod
+    def tied_to(encoder: "Encoder", chain: "Sequence[str]") -> dict[str, Any]:
+        """:meth:`target` of a joint model's text tower (CLAP, MuLan): the audio encoder's
+        name, model and resolved weights, and the enricher chain (names, in order) its runs
+        use. ``return self.tied_to(self._audio_encoder, ("layers", "mean", "flatten",
+        "l2_normalize"))``."""
+        sig = encoder.signature()
+        return {
+            "encoder": {k: sig[k] for k in ("name", "model", "weights") if k in sig},
+            "enrichers": [{"name": step} for step in chain],
+        }
+
     def load(self) -> None:
         """Load weights (idempotent)."""
 

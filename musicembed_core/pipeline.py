@@ -234,7 +234,15 @@ class ThreadBudget:
     follows the share of time the encoder thread waits for chunks (two batches in
     a row on one side of a band switch it); the previous setting is restored at the end. ``fixed`` pins the
     number (``run.torch_threads``).
+
+    The first batch runs on every thread and decides the start: its wait says nothing
+    (the queue starts empty whatever the bottleneck), its encode time does. A batch that
+    took ``HEAVY_BATCH_SECONDS`` or more is a heavy model's (CLAP, MuQ: seconds per
+    batch, while decoding a batch's audio takes milliseconds): it keeps every thread. A
+    cheaper one starts on the decoders' leftover cores, as before.
     """
+
+    HEAVY_BATCH_SECONDS = 0.25
 
     def __init__(self, decode_workers: int, fixed: int | None = None) -> None:
         self.decode_workers = decode_workers
@@ -243,6 +251,7 @@ class ThreadBudget:
         self.current: int | None = None
         self.streak = 0  # > 0: batches in a row that found chunks ready; < 0: that waited
         self.switches = 0
+        self.seen = 0  # observations so far
 
     def start(self) -> None:
         import torch
@@ -251,7 +260,8 @@ class ThreadBudget:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.high = self.saved
         self.low = max(1, min(self.saved, cores - self.decode_workers))
-        self._set(self.fixed if self.fixed else self.low)
+        self.seen = 0
+        self._set(self.fixed if self.fixed else self.high)
 
     def _set(self, n: int) -> None:
         import torch
@@ -271,9 +281,15 @@ class ThreadBudget:
         if not decoding:
             self._set(self.high)  # nothing left to decode: the encoder gets every thread
             return
+        self.seen += 1
+        if self.seen == 1:  # before the first batch: nothing measured yet, every thread
+            return
+        if self.seen == 2:  # the first batch waited anyway (empty queue); its cost decides
+            if busy < self.HEAVY_BATCH_SECONDS:
+                self._set(self.low)
+            return
         share = waited / (waited + busy) if waited + busy > 0 else 1.0
-        # Two batches in a row on the same side of the band switch (hysteresis): the first
-        # batch always waited (the queue starts empty), a heavy model's next ones do not.
+        # Two batches in a row on the same side of the band switch (hysteresis).
         if share < 0.05:
             self.streak = self.streak + 1 if self.streak > 0 else 1
         elif share > 0.2:

@@ -20,7 +20,10 @@ def test_budget_follows_the_queue_and_restores_the_setting():
         b.start()
         cores = b.low + 2  # low = cores - decode workers (at least 1, at most torch's own)
         assert b.low == max(1, min(4, cores - 2)) and b.high == 4
-        assert torch.get_num_threads() == b.low
+        assert torch.get_num_threads() == 4  # the first batch runs on every thread
+        b.observe(waited=0.0, busy=0.0, decoding=True)  # before the first batch
+        b.observe(waited=5.0, busy=0.01, decoding=True)  # a cheap first batch (its wait says nothing)
+        assert torch.get_num_threads() == b.low  # cheap: start on the decoders' leftover cores
         for _ in range(8):
             b.observe(waited=0.0, busy=1.0, decoding=True)  # chunks always ready: encoder-bound
         assert torch.get_num_threads() == 4
@@ -31,6 +34,22 @@ def test_budget_follows_the_queue_and_restores_the_setting():
         assert torch.get_num_threads() == 4
         b.stop()
         assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_heavy_first_batch_keeps_every_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        b = ThreadBudget(decode_workers=2)
+        b.start()
+        b.observe(waited=0.0, busy=0.0, decoding=True)
+        b.observe(waited=9.0, busy=4.0, decoding=True)  # seconds per batch: a heavy model
+        assert torch.get_num_threads() == 4
+        b.observe(waited=0.0, busy=4.0, decoding=True)
+        assert torch.get_num_threads() == 4 and b.switches == 0
+        b.stop()
     finally:
         torch.set_num_threads(before)
 

@@ -286,11 +286,7 @@ class MulanProjector(TextProjector):
         return self._encoder._config.sizes()["dim_latent"]
 
     def target(self) -> dict[str, Any]:
-        sig = self._encoder.signature()
-        return {
-            "encoder": {"name": self._encoder.name, "model": sig["model"], "weights": sig["weights"]},
-            "enrichers": [{"name": step} for step in SHIPPED_CHAIN],
-        }
+        return self.tied_to(self._encoder, SHIPPED_CHAIN)
 
     def load(self) -> None:
         if self._tower is not None:
