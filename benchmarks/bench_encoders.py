@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 for plugin_tests in ("plugins/mert/tests", "plugins/music2vec/tests"):  # checkpoint builders
     sys.path.insert(0, str(REPO / plugin_tests))
 
-from bench_logmel import child_rss, peak_rss_mb, write_long  # noqa: E402 - same folder
+from bench_logmel import memory_test, peak_rss_mb  # noqa: E402 - same folder
 
 MERT_ID, M2V_ID = "m-a-p/MERT-v1-95M", "m-a-p/music2vec-v1"
 
@@ -194,16 +194,7 @@ def main() -> None:
                   f"(target >= 1.3x)", flush=True)
 
         if not a.skip_memory:
-            env = {**os.environ}
-            short, long_ = tmp / "short.wav", tmp / "long.wav"
-            write_long(short, 1.0)
-            write_long(long_, a.long_minutes)
-            r1 = child_rss(["--rss-child", str(short)], __file__, env)
-            r2 = child_rss(["--rss-child", str(long_)], __file__, env)
-            print("memory (MERT-95M, 5 s windows, fresh process each):")
-            print(f"  1-min track          peak RSS {r1['peak_rss_mb']:8.0f} MB  ({r1['wall']:.0f} s)")
-            print(f"  {a.long_minutes:g}-min track{'':<7}peak RSS {r2['peak_rss_mb']:8.0f} MB  ({r2['wall']:.0f} s)")
-            print(f"  ratio                {r2['peak_rss_mb'] / r1['peak_rss_mb']:8.2f}x (target <= 1.5x)")
+            memory_test(__file__, "--rss-child", tmp, a.long_minutes, "MERT-95M, 5 s windows")
 
 
 if __name__ == "__main__":

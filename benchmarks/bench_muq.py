@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "plugins/muq"))
 
-from bench_logmel import child_rss, peak_rss_mb, write_long  # noqa: E402 - same folder
+from bench_logmel import memory_test, peak_rss_mb  # noqa: E402 - same folder
 
 REPO_ID = "OpenMuQ/MuQ-large-msd-iter"
 W2V2 = {"hidden_act": "swish", "conv_depthwise_kernel_size": 31, "layer_norm_eps": 1e-5,
@@ -143,18 +143,7 @@ def main() -> None:
                   "(target >= 1.0x)", flush=True)
 
         if not a.skip_memory:
-            env = {**os.environ}
-            (tmp / "short").mkdir()
-            (tmp / "long").mkdir()
-            short, long_ = tmp / "short" / "short.wav", tmp / "long" / "long.wav"
-            write_long(short, 1.0)
-            write_long(long_, a.long_minutes)
-            r1 = child_rss(["--child", str(short)], __file__, env)
-            r2 = child_rss(["--child", str(long_)], __file__, env)
-            print("memory (runs/muq.gin, fresh process each):")
-            print(f"  1-min track          peak RSS {r1['peak_rss_mb']:8.0f} MB  ({r1['wall']:.0f} s)")
-            print(f"  {a.long_minutes:g}-min track{'':<7}peak RSS {r2['peak_rss_mb']:8.0f} MB  ({r2['wall']:.0f} s)")
-            print(f"  ratio                {r2['peak_rss_mb'] / r1['peak_rss_mb']:8.2f}x (target <= 1.5x)")
+            memory_test(__file__, "--child", tmp, a.long_minutes, "runs/muq.gin")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "plugins/music2latent/tests"))  # checkpoint builder
 
-from bench_logmel import child_rss, peak_rss_mb, write_long  # noqa: E402 - same folder
+from bench_logmel import child_rss, memory_test, peak_rss_mb  # noqa: E402 - same folder
 
 warnings.filterwarnings("ignore", message="CUDA is not available")  # the package's autocast
 
@@ -180,18 +180,7 @@ def main() -> None:
                       flush=True)
 
         if not a.skip_memory:
-            env = {**os.environ}
-            (tmp / "short").mkdir()
-            (tmp / "long").mkdir()
-            short, long_ = tmp / "short" / "short.wav", tmp / "long" / "long.wav"
-            write_long(short, 1.0)
-            write_long(long_, a.long_minutes)
-            r1 = child_rss(["--child", str(short)], __file__, env)
-            r2 = child_rss(["--child", str(long_)], __file__, env)
-            print("memory (latents, default window, frames kept, fresh process each):")
-            print(f"  1-min track          peak RSS {r1['peak_rss_mb']:8.0f} MB  ({r1['wall']:.0f} s)")
-            print(f"  {a.long_minutes:g}-min track{'':<7}peak RSS {r2['peak_rss_mb']:8.0f} MB  ({r2['wall']:.0f} s)")
-            print(f"  ratio                {r2['peak_rss_mb'] / r1['peak_rss_mb']:8.2f}x (target <= 1.5x)")
+            memory_test(__file__, "--child", tmp, a.long_minutes, "latents, default window, frames kept")
 
 
 if __name__ == "__main__":
