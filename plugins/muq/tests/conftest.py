@@ -15,7 +15,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
 sys.path.insert(0, str(HERE.parent))  # musicembed_muq before installation
-sys.path.insert(0, str(FIXTURES))  # signals
+sys.path.insert(0, str(FIXTURES))  # muq_signals
 
 MUQ_REPO = "OpenMuQ/MuQ-large-msd-iter"
 MULAN_REPO = "OpenMuQ/MuQ-MuLan-large"

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from musicembed_muq import MulanEncoder, MuQEncoder
-from signals import tone_mix
+from muq_signals import tone_mix
 
 from musicembed_core import ConfigError
 from musicembed_core.hub import ModelLoadError

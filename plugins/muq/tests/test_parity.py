@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from musicembed_muq import MulanEncoder, MulanProjector, MuQEncoder
-from signals import checksum, tone_mix
+from muq_signals import checksum, tone_mix
 
 from musicembed_core.hub import ModelLoadError
 

@@ -15,7 +15,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"
 sys.path.insert(0, str(HERE.parent))  # musicembed_omar_rq before installation
-sys.path.insert(0, str(FIXTURES))  # signals
+sys.path.insert(0, str(FIXTURES))  # omar_signals
 
 from tiny_repos import REPOS  # noqa: E402
 

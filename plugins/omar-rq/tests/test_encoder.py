@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from musicembed_omar_rq import OmarRQEncoder
-from signals import chord
+from omar_signals import chord
 from tiny_repos import EPS, RATE, REPOS
 
 from musicembed_core.hub import ModelLoadError

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from musicembed_omar_rq import OmarRQEncoder
-from signals import checksum, chord
+from omar_signals import checksum, chord
 from tiny_repos import FAMILY_REPO, REPOS
 
 def _waves(info, j):
