@@ -29,7 +29,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from .errors import MusicembedError
+from .errors import (  # the readers' errors live in errors.py (no import cycle); public here
+    MusicembedError,
+    NoFramesError,
+    NotAnOutputError,
+    unknown_track_error,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -43,36 +48,6 @@ _EXPECTED = (
     "expected an HDF5 file (<name>.h5) or a safetensors output folder (<name>.safetensors/, "
     "holding index.json) written by `musicembed run`"
 )
-
-
-class NotAnOutputError(MusicembedError):
-    """The path is not an output a ``musicembed run`` wrote (or not a readable one)."""
-
-
-class NoFramesError(MusicembedError, ValueError):
-    """The output stores no frames: its run did not keep them (``store_frames = False``)."""
-
-
-# --------------------------------------------------------------------------- shared messages
-
-
-def no_frames_error(where: str, path: str, exporter: str) -> NoFramesError:
-    """The error for an output without frames: says how to get them (format readers use it)."""
-    return NoFramesError(
-        f"{where} stores no frames: the run that wrote it did not keep them. Embed again with "
-        f"--gin_param exporters.{exporter}.store_frames=True into a new output (another "
-        f"run.output_dir, or move {path} away first: a rerun into the same output skips the "
-        f"tracks it already holds)."
-    )
-
-
-def unknown_track_error(track_id: str | list[str], where: str, ids: list[str]) -> KeyError:
-    """The error for ids the output does not hold (format readers use it)."""
-    missing = [track_id] if isinstance(track_id, str) else list(track_id)
-    named = ", ".join(map(repr, missing[:3])) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-    what = f"track {named} is" if len(missing) == 1 else f"tracks {named} are"
-    hint = f"; ids are paths relative to run.source, e.g. {ids[0]!r}" if ids else " (it is empty)"
-    return KeyError(f"{what} not in {where} ({len(ids)} tracks{hint})")
 
 
 # --------------------------------------------------------------------------- the handle

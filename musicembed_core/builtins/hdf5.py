@@ -706,12 +706,12 @@ class Hdf5Reader:
         try:
             return self._row[track_id]
         except KeyError:
-            from ..stored import unknown_track_error
+            from ..errors import unknown_track_error
 
             raise unknown_track_error(track_id, self.where, self.ids) from None
 
     def no_frames(self) -> Exception:
-        from ..stored import no_frames_error
+        from ..errors import no_frames_error
 
         return no_frames_error(self.where, self.path, "hdf5")
 

@@ -468,7 +468,7 @@ class SafetensorsReader:
         return track_id in self._entries
 
     def no_frames(self) -> Exception:
-        from ..stored import no_frames_error
+        from ..errors import no_frames_error
 
         return no_frames_error(self.where, self.path, "safetensors")
 
@@ -476,7 +476,7 @@ class SafetensorsReader:
         try:
             file, row, _h = self._entries[track_id]
         except KeyError:
-            from ..stored import unknown_track_error
+            from ..errors import unknown_track_error
 
             raise unknown_track_error(track_id, self.where, self.ids) from None
         return file, int(row)
