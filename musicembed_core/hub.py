@@ -69,6 +69,12 @@ class Checkpoint:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{f}: cannot read JSON ({exc})") from exc
 
+    def where(self, model: str, file: str | None = None) -> str:
+        """How messages name this checkpoint: the folder (or ``file`` in it), after the
+        ``model`` the user gave when that was a repo id rather than this very folder."""
+        target = self.path / file if file else self.path
+        return str(target) if str(self.path) == model else f"{model} ({target})"
+
     def file(self, name: str) -> Path:
         """One file of the checkpoint, by name (an error names the folder when it is missing)."""
         f = self.path / name

@@ -179,3 +179,10 @@ def test_pretrained_encoder_checks_window_and_dtype():
         Tiny(hop_seconds=-1)
     with pytest.raises(ModelLoadError, match="tiny.dtype='int8'"):
         Tiny(dtype="int8")
+
+
+def test_checkpoint_where_names_the_model_and_the_folder(tmp_path):
+    ckpt = hub.Checkpoint(tmp_path, "sha256:x")
+    assert ckpt.where(str(tmp_path)) == str(tmp_path)  # a folder given as the model: once
+    assert ckpt.where("org/repo") == f"org/repo ({tmp_path})"
+    assert ckpt.where("org/repo", "model.ckpt") == f"org/repo ({tmp_path / 'model.ckpt'})"

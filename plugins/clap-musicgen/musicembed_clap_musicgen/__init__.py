@@ -48,10 +48,6 @@ MIN_FRACTION = 1 / 3
 """``min_seconds`` is a third of the window (5 s of the default 15 s), see the encoder."""
 
 
-def _where(model: str, ckpt: Checkpoint) -> str:
-    return str(ckpt.path) if str(ckpt.path) == model else f"{model} ({ckpt.path})"
-
-
 class ClapMusicgenEncoder(PretrainedEncoder):
     """CLAP-MusicGen audio tower: waves ``[B, T]`` at 32 kHz -> ``[1, B, 1, 1024]``.
 
@@ -102,7 +98,7 @@ class ClapMusicgenEncoder(PretrainedEncoder):
     def build_module(self, checkpoint: Checkpoint) -> "torch.nn.Module":
         from .model import build_audio_tower
 
-        return build_audio_tower(checkpoint, _where(self.model, checkpoint))
+        return build_audio_tower(checkpoint, checkpoint.where(self.model))
 
 
 class ClapMusicgenProjector(TextProjector):
@@ -159,11 +155,11 @@ class ClapMusicgenProjector(TextProjector):
 
         ckpt = self._encoder.checkpoint()
         device = resolve_device(self.device)
-        tower = build_text_tower(ckpt, _where(self.model, ckpt))
+        tower = build_text_tower(ckpt, ckpt.where(self.model))
         tower = tower.to(device=device, dtype=resolve_dtype(self.dtype)).eval().requires_grad_(False)
         tok_ckpt = resolve_checkpoint(self.tokenizer, self.tokenizer_revision, self.cache_dir,
                                       files=TOKENIZER_FILES)
-        self._tok = tokenizer_from(tok_ckpt.path, _where(self.tokenizer, tok_ckpt))
+        self._tok = tokenizer_from(tok_ckpt.path, tok_ckpt.where(self.tokenizer))
         self._max_len = text_limits(self._encoder._config())
         self._device = device
         self._tower = tower

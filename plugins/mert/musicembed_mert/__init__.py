@@ -64,15 +64,10 @@ class MertEncoder(PretrainedEncoder):
             return self.normalize
         return do_normalize_of(self.checkpoint().read_json("preprocessor_config.json", required=False))
 
-    def _where(self, ckpt: Checkpoint) -> str:
-        if str(ckpt.path) == self.model:
-            return str(ckpt.path)
-        return f"{self.model} ({ckpt.path})"
-
     def geometry_from_config(self, checkpoint: Checkpoint) -> dict[str, Any]:
         cfg = checkpoint.read_json("config.json")
         pre = checkpoint.read_json("preprocessor_config.json", required=False)
-        where = self._where(checkpoint)
+        where = checkpoint.where(self.model)
         check_supported(cfg, where)  # refuse before any weights are read
         rate = sample_rate_of(cfg, pre, where)
         layers = int(cfg.get("num_hidden_layers", ARCHITECTURE_DEFAULTS["num_hidden_layers"]))
@@ -95,7 +90,7 @@ class MertEncoder(PretrainedEncoder):
 
         from .model import build_hubert
 
-        return hidden_states_module(build_hubert(checkpoint, self._where(checkpoint)),
+        return hidden_states_module(build_hubert(checkpoint, checkpoint.where(self.model)),
                                     normalize=self.do_normalize())
 
 

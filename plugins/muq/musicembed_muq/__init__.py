@@ -49,10 +49,6 @@ LEGACY_NAMES = {"xlm-roberta-base": "FacebookAI/xlm-roberta-base",
 """Hub names in MuQ-MuLan's config.json that predate the hub's organisations."""
 
 
-def _where(model: str, ckpt: Checkpoint) -> str:
-    return str(ckpt.path) if str(ckpt.path) == model else f"{model} ({ckpt.path})"
-
-
 def _repo(name: str) -> str:
     return LEGACY_NAMES.get(name, name)
 
@@ -95,7 +91,7 @@ class MuQEncoder(_Float32Audio, PretrainedEncoder):
     def _sizes(self, checkpoint: Checkpoint) -> dict[str, Any]:
         from .model import muq_sizes
 
-        return muq_sizes(checkpoint.read_json("config.json"), _where(self.model, checkpoint))
+        return muq_sizes(checkpoint.read_json("config.json"), checkpoint.where(self.model))
 
     def geometry_from_config(self, checkpoint: Checkpoint) -> dict[str, Any]:
         sizes = self._sizes(checkpoint)
@@ -106,7 +102,7 @@ class MuQEncoder(_Float32Audio, PretrainedEncoder):
         from .model import build_muq
 
         return build_muq(self._sizes(checkpoint), checkpoint.load_state_dict(),
-                         _where(self.model, checkpoint))
+                         checkpoint.where(self.model))
 
 
 class _MulanConfig:
@@ -122,7 +118,7 @@ class _MulanConfig:
             from .model import mulan_sizes
 
             ckpt = self.owner.checkpoint()
-            self._sizes = mulan_sizes(ckpt.read_json("config.json"), _where(self.owner.model, ckpt))
+            self._sizes = mulan_sizes(ckpt.read_json("config.json"), ckpt.where(self.owner.model))
         return self._sizes
 
     def muq(self) -> dict[str, Any]:
@@ -138,7 +134,7 @@ class _MulanConfig:
                     f"which could not be read ({exc}); set muq_config to a folder or repo id holding "
                     "that MuQ config.json"
                 ) from exc
-            self._muq = muq_sizes(ckpt.read_json("config.json"), _where(name, ckpt))
+            self._muq = muq_sizes(ckpt.read_json("config.json"), ckpt.where(name))
             if self._muq["encoder_dim"] != self.sizes()["audio_model_dim"]:
                 raise ModelLoadError(
                     f"{self.owner.model}: audio_model.model_dim={self.sizes()['audio_model_dim']} but the "
@@ -204,7 +200,7 @@ class MulanEncoder(_Float32Audio, PretrainedEncoder):
         from .model import ClipVectors, build_mulan_audio
 
         tower = build_mulan_audio(self._config.muq(), self._config.sizes(), checkpoint.load_state_dict(),
-                                  _where(self.model, checkpoint))
+                                  checkpoint.where(self.model))
         return ClipVectors(tower, self.geometry().window_samples)
 
     def embed_tracks(self, tracks: "list[torch.Tensor]") -> "torch.Tensor":
@@ -299,7 +295,7 @@ class MulanProjector(TextProjector):
         sizes = self._encoder._config.sizes()
         name = self.text_model or _repo(sizes["text_model"])
         text = resolve_checkpoint(name, self.text_model_revision, self.cache_dir, files=TEXT_FILES)
-        where = _where(name, text)
+        where = text.where(name)
         try:
             xcfg = XLMRobertaConfig.from_pretrained(str(text.path))
             tok = AutoTokenizer.from_pretrained(str(text.path))
@@ -309,7 +305,7 @@ class MulanProjector(TextProjector):
                 "projectors.mulan.text_model must hold config.json and tokenizer files"
             ) from exc
         device = resolve_device(self.device)
-        tower = build_mulan_text(xcfg, sizes, ckpt.load_state_dict(), _where(self.model, ckpt))
+        tower = build_mulan_text(xcfg, sizes, ckpt.load_state_dict(), ckpt.where(self.model))
         self._tower = tower.to(device=device, dtype=resolve_dtype(self.dtype)).eval().requires_grad_(False)
         self._tok = tok
         self._max_len = int(xcfg.max_position_embeddings) - int(xcfg.pad_token_id or 0) - 1

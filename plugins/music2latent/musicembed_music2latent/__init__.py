@@ -84,10 +84,6 @@ class Music2LatentEncoder(PretrainedEncoder):
         self._gen_state: dict[str, Any] | None = None
 
     # -- checkpoint -------------------------------------------------------------------------
-    def _where(self, ckpt: Checkpoint) -> str:
-        path = ckpt.file(CHECKPOINT_FILE)
-        return str(path) if str(ckpt.path) == self.model else f"{self.model} ({path})"
-
     def gen_state(self) -> dict[str, "torch.Tensor"]:
         """The checkpoint's ``gen_state_dict`` (memory-mapped; read once)."""
         if self._gen_state is None:
@@ -100,7 +96,7 @@ class Music2LatentEncoder(PretrainedEncoder):
     def geometry_from_config(self, checkpoint: Checkpoint) -> dict[str, Any]:
         from .model import sizes_of
 
-        sizes = sizes_of(self.gen_state(), self._where(checkpoint))
+        sizes = sizes_of(self.gen_state(), checkpoint.where(self.model, CHECKPOINT_FILE))
         rate = self.sample_rate
         return {
             "sample_rate": rate,
@@ -139,7 +135,7 @@ class Music2LatentEncoder(PretrainedEncoder):
     def build_module(self, checkpoint: Checkpoint) -> "torch.nn.Module":
         from .model import build_frames_module
 
-        module = build_frames_module(self.gen_state(), self._where(checkpoint), self.variant)
+        module = build_frames_module(self.gen_state(), checkpoint.where(self.model, CHECKPOINT_FILE), self.variant)
         self._gen_state = None  # the encoder holds its weights now; drop the decoder's
         return module
 

@@ -36,10 +36,6 @@ VARIANTS = {
 DEFAULT_MODEL = "mtg-upf/omar-rq-multifeature-25hz-fsq"
 
 
-def _where(model: str, ckpt: Checkpoint) -> str:
-    return str(ckpt.path) if str(ckpt.path) == model else f"{model} ({ckpt.path})"
-
-
 class OmarRQEncoder(PretrainedEncoder):
     """OMAR-RQ conformer block outputs of mono waves: ``[L, B, F, D]``, L = ``len(layers)``.
 
@@ -83,7 +79,7 @@ class OmarRQEncoder(PretrainedEncoder):
             from .model import omar_sizes
 
             ckpt = self.checkpoint()
-            where = _where(self.model, ckpt)
+            where = ckpt.where(self.model)
             f = ckpt.file("config.gin")
             try:
                 bindings = parse_gin(f.read_text(), str(f))
@@ -97,7 +93,7 @@ class OmarRQEncoder(PretrainedEncoder):
         from .model import select_layers
 
         return select_layers(self.layers, self.sizes()["depth"],
-                             f"encoders.omar_rq ({_where(self.model, self.checkpoint())})")
+                             f"encoders.omar_rq ({self.checkpoint().where(self.model)})")
 
     def geometry_from_config(self, checkpoint: Checkpoint) -> dict[str, Any]:
         s = self.sizes()
@@ -136,7 +132,7 @@ class OmarRQEncoder(PretrainedEncoder):
 
         from .model import build_omar_rq
 
-        where = _where(self.model, checkpoint)
+        where = checkpoint.where(self.model)
         state = load_pickle(checkpoint.file("model.ckpt"))
         if not isinstance(state, dict):
             raise ModelLoadError(f"{where}: model.ckpt holds a {type(state).__name__}, expected a state dict")
