@@ -32,3 +32,11 @@ def register_exporters(register: Register) -> None:
     register(Hdf5Exporter)
     register(SafetensorsExporter)
     register(TorchScriptExporter)
+
+
+@hookimpl
+def register_text_projectors(register: Register) -> None:
+    # Torch-free import: the class reads its checkpoint's config.json only when built.
+    from ..projection.projector import TrainedProjector
+
+    register(TrainedProjector)

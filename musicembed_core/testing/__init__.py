@@ -7,7 +7,7 @@
   the ``pytest11`` entry point): clean gin, ``register_plugin``, ``offline_hub``,
   ``hub_cache``, ``example_dir``, ``musicembed_manager``;
 * suites to subclass: :class:`EncoderSuite`, :class:`ExporterSuite`, :class:`SinkSuite`,
-  :class:`GinFolderSuite`, :class:`RunFaultSuite`
+  :class:`ProjectorSuite`, :class:`GinFolderSuite`, :class:`RunFaultSuite`
   (imported on first use: importing this package stays cheap).
 
 See docs/plugin-authoring.md, "Test it with the conformance kit".
@@ -27,6 +27,7 @@ else:
         "musicembed_core.testing.encoder_suite",
         "musicembed_core.testing.exporter_suite",
         "musicembed_core.testing.sink_suite",
+        "musicembed_core.testing.projector_suite",
         "musicembed_core.testing.gin_suite",
         "musicembed_core.testing.run_fault_suite",
     )
@@ -45,6 +46,7 @@ _SUITES = {
     "EncoderSuite": "encoder_suite",
     "ExporterSuite": "exporter_suite",
     "SinkSuite": "sink_suite",
+    "ProjectorSuite": "projector_suite",
     "GinFolderSuite": "gin_suite",
     "RunFaultSuite": "run_fault_suite",
 }
@@ -63,6 +65,7 @@ __all__ = [
     "EncoderSuite",
     "ExporterSuite",
     "GinFolderSuite",
+    "ProjectorSuite",
     "RunFaultSuite",
     "SinkSuite",
     "make_fake_dist",

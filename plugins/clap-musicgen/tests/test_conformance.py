@@ -1,11 +1,12 @@
-"""encoders.clap_musicgen passes the core's encoder conformance suite (tiny checkpoint, offline)."""
+"""encoders.clap_musicgen and projectors.clap_musicgen pass the core's conformance suites
+(tiny checkpoint, offline)."""
 
 from __future__ import annotations
 
 import pytest
-from musicembed_clap_musicgen import ClapMusicgenEncoder
+from musicembed_clap_musicgen import ClapMusicgenEncoder, ClapMusicgenProjector
 
-from musicembed_core.testing import EncoderSuite
+from musicembed_core.testing import EncoderSuite, ProjectorSuite
 
 
 class TestClapMusicgen(EncoderSuite):
@@ -21,3 +22,16 @@ class TestClapMusicgen(EncoderSuite):
     @pytest.fixture
     def encoder(self, tiny, offline):
         return ClapMusicgenEncoder(model=str(tiny.main), window_seconds=2.0)
+
+
+class TestClapMusicgenProjector(ProjectorSuite):
+    """The text tower (tiny checkpoint and tokenizer by repo id, offline) against the space
+    runs/clap_musicgen.gin builds."""
+
+    @pytest.fixture
+    def projector(self, offline):
+        return ClapMusicgenProjector()
+
+    @pytest.fixture
+    def space(self, offline):
+        return self.run_space("runs/clap_musicgen.gin")
