@@ -17,16 +17,29 @@ TORCH_INDEX ?=
 # torch from TORCH_INDEX first (when given); the pinned version then satisfies everything else.
 TORCH_FIRST = $(if $(TORCH_INDEX),$(BIN)/pip install -q -c constraints.txt torch --index-url $(TORCH_INDEX) &&,)
 
-.PHONY: install install-test quickstart test bench clean
+.PHONY: install install-test browser quickstart test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 install: $(BIN)/python
-	$(TORCH_FIRST) $(BIN)/pip install -q -c constraints.txt -e . $(foreach p,$(PLUGIN_DIRS),-e $(p))
+	$(TORCH_FIRST) $(BIN)/pip install -q -c constraints.txt -e '.[train]' $(foreach p,$(PLUGIN_DIRS),-e $(p))
 
-install-test: $(BIN)/python
-	$(TORCH_FIRST) $(BIN)/pip install -q -c constraints.txt -e '.[test]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
+install-test: $(BIN)/python browser
+	$(TORCH_FIRST) $(BIN)/pip install -q -c constraints.txt -e '.[test,train,serve]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
+
+# The web page's browser test (tests/test_serve_browser.py) drives Debian's chromium through
+# its chromedriver (selenium; nothing is downloaded at test time). Installed here when missing,
+# if we are root with apt-get; otherwise that test fails and says what to install.
+BROWSER_PKGS = chromium chromium-driver
+browser:
+	@if command -v chromedriver >/dev/null 2>&1 && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing $(BROWSER_PKGS) (apt-get) for the page's browser test"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PKGS); \
+	else \
+	  echo "note: chromium and chromedriver are missing and cannot be installed here (not root, or no apt-get): tests/test_serve_browser.py will fail until they are (Debian/Ubuntu: sudo apt-get install $(BROWSER_PKGS))"; \
+	fi
 
 quickstart: install
 	$(BIN)/musicembed examples examples/audio

@@ -6,10 +6,17 @@ as the library was, so its vector lives in the same space as the stored ones.
 The sink is opened read-only with the run's embedding space: a sink written by
 another space (other model, weights, window or enricher chain) is refused, and
 searching before any run creates nothing (the sink says to run first).
+
+One search function serves the command line and ``musicembed serve``:
+:func:`search_index` answers a :class:`Query` against an :class:`OpenIndex` (an
+embedding with its sink opened read-only). ``musicembed search`` opens one, asks
+once and closes it (:func:`search`); the service keeps one open per embedding
+and asks it for every request, so both give the same answers and the same errors.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,10 +37,12 @@ class Query:
     text: str | None = None
     k: int = 10
     filter: str | None = None
+    audio_name: str | None = None
+    """How messages name ``audio`` (an upload's file name); default: the path itself."""
 
     def describe(self) -> str:
         if self.audio is not None:
-            return f"audio {self.audio}"
+            return f"audio {self.audio_name or self.audio}"
         if self.track_id is not None:
             return f"track {self.track_id}"
         return f"text {self.text!r}"
@@ -63,6 +72,21 @@ class SearchResult:
         }
 
 
+class AudioQueryError(MusicembedError):
+    """An audio query file that cannot be decoded or embedded (empty, corrupt, not audio)."""
+
+
+class TrackNotFoundError(MusicembedError):
+    """A track id the index does not hold (``--id``, a playlist seed, ``/tracks/{id}``)."""
+
+
+def unknown_track(track_id: str, sink: Sink, option: str = "--id") -> TrackNotFoundError:
+    return TrackNotFoundError(
+        f"{option} {track_id!r}: no such track in sink {sink.name!r} (ids are paths "
+        f"relative to run.source, e.g. 'jazz/b.flac')"
+    )
+
+
 def _pick(items: Sequence[Any], name: str | None, what: str, option: str) -> Any:
     names = [getattr(x, "name", "") for x in items]
     if name is None:
@@ -81,12 +105,13 @@ def query_vector(prep: PreparedEmbedding, sink: Sink, query: Query) -> Any:
     import numpy as np
 
     if query.audio is not None:
+        label = query.audio_name or query.audio
         path = Path(query.audio).expanduser()
         if not path.is_file():
-            raise MusicembedError(f"--audio {query.audio!r}: no such file")
+            raise MusicembedError(f"--audio {label!r}: no such file")
         (res,) = embed_paths([prep], [path])
         if res.error:
-            raise MusicembedError(f"--audio {query.audio!r}: {res.error}")
+            raise AudioQueryError(f"--audio {label!r}: {res.error}")
         return np.asarray(res.vectors[0], dtype=np.float32)
     if query.track_id is not None:
         try:
@@ -94,10 +119,7 @@ def query_vector(prep: PreparedEmbedding, sink: Sink, query: Query) -> Any:
         except NotImplementedError as exc:
             raise MusicembedError(f"--id needs stored vectors, but {exc}") from exc
         if query.track_id not in found:
-            raise MusicembedError(
-                f"--id {query.track_id!r}: no such track in sink {sink.name!r} (ids are paths "
-                f"relative to run.source, e.g. 'jazz/b.flac')"
-            )
+            raise unknown_track(query.track_id, sink)
         return np.asarray(found[query.track_id], dtype=np.float32)
     projector = prep.spec.projector
     if projector is None:
@@ -117,17 +139,47 @@ def query_vector(prep: PreparedEmbedding, sink: Sink, query: Query) -> Any:
     return vec[0]
 
 
-def search(
-    cfg: RunConfig,
-    query: Query,
-    embedding: str | None = None,
-    sink_name: str | None = None,
-) -> SearchResult:
-    """Run one query against the run's sink for one of its embeddings."""
-    if sum(x is not None for x in (query.audio, query.track_id, query.text)) != 1:
-        raise ConfigError("give exactly one of --audio FILE, --id TRACK_ID, --text TEXT")
-    if query.k < 1:
-        raise ConfigError(f"-k {query.k}: must be at least 1")
+@dataclass
+class OpenIndex:
+    """One embedding of a run with its sink opened read-only: what queries are asked of.
+
+    ``count`` is read once at opening (a sink is reopened to see a new run's vectors).
+    ``lock`` serialises the calls into the sink; embedding an audio query happens
+    outside it.
+    """
+
+    prep: PreparedEmbedding
+    sink: Sink
+    collection: str
+    count: int
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _load_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _loaded: set[int] = field(default_factory=set, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.prep.name
+
+    def load_model(self, query: Query) -> None:
+        """Load the encoder (audio) or the projector (text) once, whatever the number of
+        threads asking at the same time (a model's ``load`` need not be thread-safe)."""
+        model = self.prep.encoder if query.audio is not None else self.prep.spec.projector
+        if model is None or query.track_id is not None:
+            return
+        if query.text is not None:
+            check_projector(model, self.prep.space)  # a wrong projector loads nothing
+        with self._load_lock:
+            if id(model) not in self._loaded:
+                model.load()
+                self._loaded.add(id(model))
+
+    def close(self) -> None:
+        with self.lock:
+            self.sink.close()
+
+
+def open_index(cfg: RunConfig, embedding: str | None = None, sink_name: str | None = None) -> OpenIndex:
+    """Open the run's sink (``--sink``) read-only for one of its embeddings (``--embedding``)."""
     if not cfg.sinks:
         raise ConfigError(no_sink_hint())
     spec = _pick(cfg.embeddings, embedding, "embedding", "--embedding")
@@ -135,26 +187,66 @@ def search(
     prep = PreparedEmbedding.build(spec)
     sink, collection = open_sink(template, Path(cfg.output_dir), prep, readonly=True)
     try:
-        if sink.count() == 0:
-            raise MusicembedError(
-                f"sink {sink.name!r} collection {collection!r} is empty: index the library first "
-                f"with `musicembed run` and the same gin files"
-            )
+        count = sink.count()
+    except BaseException:
+        sink.close()
+        raise
+    return OpenIndex(prep=prep, sink=sink, collection=collection, count=count)
+
+
+def check_query(query: Query) -> None:
+    if sum(x is not None for x in (query.audio, query.track_id, query.text)) != 1:
+        raise ConfigError("give exactly one of --audio FILE, --id TRACK_ID, --text TEXT")
+    if query.k < 1:
+        raise ConfigError(f"-k {query.k}: must be at least 1")
+
+
+def check_not_empty(index: OpenIndex) -> None:
+    if index.count == 0:
+        raise MusicembedError(
+            f"sink {index.sink.name!r} collection {index.collection!r} is empty: index the library "
+            f"first with `musicembed run` and the same gin files"
+        )
+
+
+def search_index(index: OpenIndex, query: Query) -> SearchResult:
+    """Answer one query from an open index: the search of ``musicembed search`` and of the service."""
+    check_query(query)
+    check_not_empty(index)
+    prep, sink = index.prep, index.sink
+    if query.track_id is None:  # audio or text: embedding it needs no sink
+        index.load_model(query)
         vec = query_vector(prep, sink, query)
+    with index.lock:
+        if query.track_id is not None:
+            vec = query_vector(prep, sink, query)
         extra = 1 if query.track_id is not None else 0
         (hits,) = sink.search(vec[None, :], k=query.k + extra, filter=query.filter)
-        if query.track_id is not None:  # "more like this": the track itself is not an answer
-            hits = [h for h in hits if h.id != query.track_id][: query.k]
-    finally:
-        sink.close()
+    if query.track_id is not None:  # "more like this": the track itself is not an answer
+        hits = [h for h in hits if h.id != query.track_id][: query.k]
     return SearchResult(
         query=query.describe(),
         embedding=prep.name,
         sink=sink.name,
-        collection=collection,
+        collection=index.collection,
         space_hash=prep.space.hash,
         hits=list(hits),
     )
+
+
+def search(
+    cfg: RunConfig,
+    query: Query,
+    embedding: str | None = None,
+    sink_name: str | None = None,
+) -> SearchResult:
+    """Run one query against the run's sink for one of its embeddings (open, ask, close)."""
+    check_query(query)
+    index = open_index(cfg, embedding, sink_name)
+    try:
+        return search_index(index, query)
+    finally:
+        index.close()
 
 
 PREFERRED_SINKS = ("faiss", "milvus")
