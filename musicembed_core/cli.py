@@ -134,6 +134,22 @@ def _run_config(gin_files: tuple[str, ...], gin_params: tuple[str, ...]) -> Any:
         raise ConfigError(ginconfig.explain(exc, get_manager(), gin_files)) from exc
 
 
+def _use_projector(cfg: Any, checkpoint: str | None, embedding: str | None) -> None:
+    """``--projector DIR``: the chosen embedding's text projector becomes
+    ``projectors.trained(checkpoint=DIR)`` (no gin editing needed)."""
+    if checkpoint is None:
+        return
+    from .projection.projector import TrainedProjector
+    from .search import _pick
+
+    spec = _pick(cfg.embeddings, embedding, "embedding", "--embedding")
+    spec.projector = TrainedProjector(checkpoint=checkpoint)
+
+
+PROJECTOR_HELP = ("A projector checkpoint folder from `musicembed train-projector` (e.g. OUT/best_r1): "
+                  "replaces the embedding's projector.")
+
+
 @main.command(context_settings=CONTEXT)
 @gin_options
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
@@ -259,14 +275,24 @@ def plugins(as_json: bool, verbose: bool) -> None:
 @main.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--seconds", default=8.0, show_default=True, help="Length of each clip.")
-def examples(folder: str, seconds: float) -> None:
+@click.option("--captioned", default=0, metavar="N", type=click.IntRange(min=0),
+              help="Also write N captioned clips (instrument, register, tempo, drums) with "
+              "captions.jsonl and labels.csv into FOLDER/captioned, for train-projector.")
+@click.option("--captioned-seconds", default=4.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Length of each captioned clip.")
+def examples(folder: str, seconds: float, captioned: int, captioned_seconds: float) -> None:
     """Write a small generated example library (several formats, no download)."""
-    from .examples import make_example_set
+    from .examples import CAPTIONS_FILE, make_captioned_set, make_example_set
 
     paths = make_example_set(folder, seconds=seconds)
     for p in paths:
         click.echo(str(p))
     _console().print(f"wrote {len(paths)} example clips to {folder}")
+    if captioned:
+        target = os.path.join(folder, "captioned")
+        make_captioned_set(target, count=captioned, seconds=captioned_seconds)
+        click.echo(os.path.join(target, CAPTIONS_FILE))
+        _console().print(f"wrote {captioned} captioned clips, {CAPTIONS_FILE} and labels.csv to {target}")
 
 
 @main.command(context_settings=CONTEXT)
@@ -281,10 +307,12 @@ def examples(folder: str, seconds: float) -> None:
               help="Metadata filter in the sink's syntax, e.g. 'duration > 60'.")
 @click.option("--embedding", metavar="NAME", help="Which embedding of the run (if it has several).")
 @click.option("--sink", "sink_name", metavar="NAME", help="Which sink of the run (if it has several).")
+@click.option("--projector", "projector_dir", metavar="CHECKPOINT", help=PROJECTOR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def search(gin_files: tuple[str, ...], gin_params: tuple[str, ...], audio: str | None,
            track_id: str | None, text: str | None, k: int, filter_expr: str | None,
-           embedding: str | None, sink_name: str | None, as_json: bool) -> None:
+           embedding: str | None, sink_name: str | None, projector_dir: str | None,
+           as_json: bool) -> None:
     """Search the run's sink for the nearest tracks.
 
     \b
@@ -299,11 +327,13 @@ def search(gin_files: tuple[str, ...], gin_params: tuple[str, ...], audio: str |
       musicembed search --gin_file runs/quickstart_faiss.gin --id 'jazz/b.flac' --json
       musicembed search --gin_file runs/quickstart_milvus.gin --audio song.mp3 \\
           --filter 'duration > 60'
+      musicembed search --gin_file my_run.gin --projector proj/best_r1 --text 'calm piano'
     """
     from .search import Query, print_result
     from .search import search as run_search
 
     cfg = _run_config(gin_files, gin_params)
+    _use_projector(cfg, projector_dir, embedding)
     result = run_search(
         cfg,
         Query(audio=audio, track_id=track_id, text=text, k=k, filter=filter_expr),
@@ -337,13 +367,14 @@ def search(gin_files: tuple[str, ...], gin_params: tuple[str, ...], audio: str |
               help="CSV to write (id,path,rank,label,score) [default: <run.output_dir>/tags/<embedding>.csv].")
 @click.option("--json-file", "json_path", metavar="FILE",
               help="JSON to write [default: <run.output_dir>/tags/<embedding>.json].")
+@click.option("--projector", "projector_dir", metavar="CHECKPOINT", help=PROJECTOR_HELP)
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the settings, summary and every track's tags as JSON on stdout.")
 def tag(gin_files: tuple[str, ...], gin_params: tuple[str, ...], labels: str | None,
         labels_file: str | None, template: str, top_k: int, threshold: float | None, force: bool,
         embedding: str | None, sink_name: str | None, no_sink: bool, csv_path: str | None,
-        json_path: str | None, progress: bool, as_json: bool) -> None:
+        json_path: str | None, projector_dir: str | None, progress: bool, as_json: bool) -> None:
     """Zero-shot tags for every stored track, from the embedding's text projector.
 
     \b
@@ -366,6 +397,7 @@ def tag(gin_files: tuple[str, ...], gin_params: tuple[str, ...], labels: str | N
       musicembed tag --gin_file runs/quickstart_faiss.gin --labels 'jazz,rock,ambient' \\
           --gin_param 'embedding.projector=@projectors.NAME()' --template '{label} music'
       musicembed tag --gin_file my_run.gin --labels-file tags.txt --top-k 5 --threshold 0.2 --json
+      musicembed tag --gin_file my_run.gin --projector proj/best_r1 --labels 'jazz,rock'
       musicembed search --gin_file my_run.gin --text 'calm piano' --filter 'meta["tag"] == "ambient"'
     """
     from .tagging import TagRequest, parse_labels, print_summary
@@ -375,6 +407,7 @@ def tag(gin_files: tuple[str, ...], gin_params: tuple[str, ...], labels: str | N
                      threshold=threshold, force=force, use_sink=not no_sink, csv_path=csv_path,
                      json_path=json_path)
     cfg = _run_config(gin_files, gin_params)
+    _use_projector(cfg, projector_dir, embedding)
     console = _console()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -386,6 +419,145 @@ def tag(gin_files: tuple[str, ...], gin_params: tuple[str, ...], labels: str | N
     print_summary(result, console)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+
+
+_CAPTION_FORMATS = ("auto", "jsonl", "csv", "musicbench", "musiccaps", "song_describer")
+"""projection.captions.FORMATS (repeated here: the CLI imports no projection module at start-up)."""
+
+
+@main.command("train-projector", context_settings=CONTEXT)
+@gin_options
+@click.option("--vectors", metavar="OUTPUT",
+              help="The stored vectors: a run's HDF5 file or safetensors folder (instead of the "
+              "run's --gin_file).")
+@click.option("--captions", required=True, metavar="FILE",
+              help="Captions joined to the stored tracks by id or path: JSONL/CSV (id or path, "
+              "caption, alt_captions), MusicBench, MusicCaps or Song Describer files.")
+@click.option("--captions-format", type=click.Choice(_CAPTION_FORMATS), default="auto",
+              show_default=True, help="Layout of --captions (auto: detected from its columns).")
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the checkpoints, logs, split and summary; rerunning the same "
+              "command with it resumes the training.")
+@click.option("--embedding", metavar="NAME", help="Which embedding of the run (if it has several).")
+@click.option("--test-ids", metavar="FILE",
+              help="Hold out these tracks for testing (one id or path per line); same as "
+              "--gin_param 'train.test_ids=\"FILE\"'.")
+@click.option("--restart", is_flag=True,
+              help="Discard the training already in the output folder and start over.")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print training_summary.json on stdout.")
+def train_projector(gin_files: tuple[str, ...], gin_params: tuple[str, ...], vectors: str | None,
+                    captions: str, captions_format: str, outdir: str, embedding: str | None,
+                    test_ids: str | None, restart: bool, progress: bool, as_json: bool) -> None:
+    """Train a text projector into a run's embedding space (LoRA text encoder + head).
+
+    \b
+    Captions are paired with the stored vectors of their tracks (frozen, L2-
+    normalised); a text encoder with LoRA adapters and a projection head learn,
+    with symmetric InfoNCE, to put each caption near its track. The tracks are
+    split by track into train/validation(/test), written to OUTDIR/split.json.
+    Settings are gin: train/default.gin (all-MiniLM-L6-v2, bundled: no
+    download) is used first; add train/quick.gin (small data),
+    train/qwen3_embedding_0.6b.gin, train/qwen3_embedding_4b.gin or
+    train/transformers_mean.gin, and --gin_param 'train.epochs=40' etc.
+
+    \b
+    OUTDIR: best_r1/ best_loss/ last/ (checkpoints for projectors.trained),
+    train_log.jsonl, tensorboard/, split.json, config.json, training_summary.json.
+    A killed training resumes when the same command is run again.
+    Needs the extra: pip install 'musicembed[train]'.
+
+    \b
+    Examples:
+      musicembed examples examples/audio --captioned 120
+      musicembed run --gin_file runs/quickstart_faiss.gin \\
+          --gin_param 'run.source="examples/audio/captioned"'
+      musicembed train-projector --gin_file runs/quickstart_faiss.gin --gin_file train/quick.gin \\
+          --gin_param 'run.source="examples/audio/captioned"' \\
+          --captions examples/audio/captioned/captions.jsonl -o projector-out
+      musicembed search --gin_file runs/quickstart_faiss.gin --projector projector-out/best_r1 \\
+          --gin_param 'run.source="examples/audio/captioned"' --text 'slow calm piano'
+      musicembed train-projector --vectors out/mert.h5 --captions musiccaps.csv \\
+          --gin_file train/qwen3_embedding_0.6b.gin --gin_param 'train.test_fraction=0.1' -o qwen-mert
+    """
+    from .projection import require
+
+    for module in ("torch", "transformers", "peft", "tensorboard"):
+        require(module)
+    from .projection.train import TrainRequest, configure
+    from .projection.train import train_projector as run_training
+
+    if vectors is None and not gin_files:
+        raise click.UsageError(
+            "give the vectors: --gin_file RUN.gin (the `musicembed run` that stored them) or "
+            "--vectors OUT.h5")
+    params = list(gin_params)
+    if test_ids is not None:
+        params.append(f"train.test_ids = {json.dumps(test_ids)}")
+    run, spec, head, settings, operative = configure(gin_files, params, need_run=vectors is None)
+    req = TrainRequest(captions=captions, outdir=outdir, captions_format=captions_format,
+                       vectors=vectors, run=run, embedding=embedding, restart=restart,
+                       operative_config=operative)
+    result = run_training(req, spec, head, settings, console=_console(), show_progress=progress)
+    if as_json:
+        click.echo(json.dumps(result.summary, indent=2))
+
+
+@main.command("eval-projector", context_settings=CONTEXT)
+@click.argument("checkpoint", type=click.Path(file_okay=False))
+@click.option("--captions", required=True, metavar="FILE",
+              help="Captions of the tracks to rank (same formats as train-projector).")
+@click.option("--captions-format", type=click.Choice(_CAPTION_FORMATS), default="auto",
+              show_default=True, help="Layout of --captions.")
+@gin_options
+@click.option("--vectors", metavar="OUTPUT",
+              help="The stored vectors (HDF5 file or safetensors folder) instead of the run's "
+              "--gin_file [default: the vectors the checkpoint was trained on].")
+@click.option("--embedding", metavar="NAME", help="Which embedding of the run (if it has several).")
+@click.option("--split", "split", type=click.Choice(["all", "train", "val", "test"]), default="all",
+              show_default=True,
+              help="Rank all captioned tracks, or one split of the training (from its split.json).")
+@click.option("--split-file", metavar="FILE",
+              help="The split.json to read [default: the training's, beside the checkpoint].")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1, ... or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
+def eval_projector(checkpoint: str, captions: str, captions_format: str, gin_files: tuple[str, ...],
+                   gin_params: tuple[str, ...], vectors: str | None, embedding: str | None,
+                   split: str, split_file: str | None, device: str, as_json: bool) -> None:
+    """Retrieval metrics of a trained projector checkpoint on a captioned set.
+
+    \b
+    Text->audio (one query per caption, ranked against every track of the set)
+    and audio->text (one query per track, ranked against every caption; a
+    track's rank is that of its best caption): R@1, R@5, R@10, MRR, median
+    rank, and the InfoNCE loss. The vectors must be in the checkpoint's
+    embedding space (another space is refused, saying what differs).
+    With the training's captions and --split test it reproduces the test
+    metrics of training_summary.json.
+
+    \b
+    Examples:
+      musicembed eval-projector projector-out/best_r1 \\
+          --captions examples/audio/captioned/captions.jsonl --split test
+      musicembed eval-projector projector-out/best_r1 --captions other_captions.jsonl \\
+          --gin_file my_run.gin --json
+    """
+    from .projection.evaluate import evaluate_checkpoint, print_evaluation
+
+    run = None
+    if gin_files or gin_params:
+        if vectors is not None:
+            raise click.UsageError("give --vectors or the run's --gin_file, not both")
+        from .projection.train import run_config_only
+
+        run = run_config_only(gin_files, gin_params)
+    result = evaluate_checkpoint(checkpoint, captions, captions_format, vectors=vectors, run=run,
+                                 embedding=embedding, split=split, split_file=split_file,
+                                 device=device)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        print_evaluation(result, _console(stderr=False))
 
 
 @main.command("export-model", context_settings=CONTEXT)
@@ -565,6 +737,148 @@ def new_plugin(name: str, directory: str) -> None:
         f"created {root}: {names.distribution} (import {names.module}) with encoders.{names.component}\n"
         f"next: cd {root} && pip install -e '.[test]' && pytest"
     )
+
+
+# --------------------------------------------------------------------------- serve, playlist
+
+
+@main.command(context_settings=CONTEXT)
+@gin_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs --allow-remote and a token.")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port to listen on.")
+@click.option("--token", envvar="MUSICEMBED_TOKEN", metavar="TOKEN",
+              help="API token every request must carry (Authorization: Bearer TOKEN or "
+              "?token=TOKEN) [env: MUSICEMBED_TOKEN].")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a --host other machines can reach (requires --token).")
+@click.option("--max-upload-mb", default=50.0, show_default=True, type=float,
+              help="Largest request body (uploaded audio) accepted, in MB.")
+@click.option("--watch", type=float, metavar="SECONDS",
+              help="Look for new or changed files under run.source every SECONDS and index them.")
+@click.option("--sink", "sink_name", metavar="NAME", help="Which sink of the run (if it has several).")
+@click.option("--projector", "projector_dir", metavar="CHECKPOINT", help=PROJECTOR_HELP)
+def serve(gin_files: tuple[str, ...], gin_params: tuple[str, ...], host: str, port: int,
+          token: str | None, allow_remote: bool, max_upload_mb: float, watch: float | None,
+          sink_name: str | None, projector_dir: str | None) -> None:
+    """Serve search over HTTP, with a web page, keeping models and indexes warm.
+
+    \b
+    Use the same gin files as the `musicembed run` that indexed the library.
+    Open http://127.0.0.1:8765/ for the page, /docs for the API:
+      GET  /search?id=ID&k=10&filter=EXPR     more like a stored track
+      POST /search                            an uploaded audio file, or {"text": ...}
+      GET  /tracks/ID, /tracks/ID/audio       metadata (?vector=true), the audio (ranges)
+      GET  /playlist?seed=ID&n=25&format=m3u8 a "more like this" mix
+      POST /reindex                           index new files, no restart
+      GET  /health, /embeddings
+
+    \b
+    Examples:
+      musicembed serve --gin_file runs/quickstart_faiss.gin
+      MUSICEMBED_TOKEN=secret musicembed serve --gin_file my_run.gin \\
+          --host 0.0.0.0 --allow-remote --watch 300
+    """
+    from .serve import require_serve
+
+    require_serve()
+    # Idle OpenMP threads (torch, FAISS) spin by default after each parallel region: between
+    # short requests they take the cores the HTTP side needs (FAISS /search?id= took ~9 ms
+    # instead of ~1.3 ms with a client on the same 2 cores). Read when OpenMP starts, so set
+    # before torch or faiss is imported; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from . import ginconfig
+    from .plugins import get_manager
+    from .serve.library import Library
+    from .serve.security import check_bind
+    from .serve.server import serve as run_server
+
+    check_bind(host, allow_remote, token)
+    if max_upload_mb <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--max-upload-mb")
+    cfg = _run_config(gin_files, gin_params)
+    if projector_dir is not None and len(cfg.embeddings) > 1:
+        raise click.UsageError(
+            "--projector: the run has several embeddings; bind embedding.projector = "
+            "@projectors.trained() (with its checkpoint) in the gin scope of the one it belongs to")
+    _use_projector(cfg, projector_dir, None)
+    plugins = [p.as_dict() for p in get_manager().plugins.values()]
+    library = Library(cfg, sink_name, operative_config=ginconfig.operative_config(),
+                      plugins=plugins).open()
+    shown = f"[{host}]" if ":" in host else host
+    _console().print(
+        f"serving {', '.join(library.names)} from {cfg.source} on http://{shown}:{port}/ "
+        f"(API docs: /docs{', token required' if token else ''}); Ctrl-C stops",
+        highlight=False, soft_wrap=True,
+    )
+    run_server(library, host=host, port=port, token=token,
+               max_upload_bytes=int(max_upload_mb * 1e6), watch=watch,
+               log_level=logging.getLevelName(logging.getLogger().level).lower())
+
+
+@main.command(context_settings=CONTEXT)
+@gin_options
+@click.option("--seed", "seeds", multiple=True, metavar="ID_OR_FILE",
+              help="A stored track id, a file of the library, or any audio file. Repeatable.")
+@click.option("--text", "texts", multiple=True, metavar="TEXT",
+              help="Seed from a description (needs a text projector). Repeatable.")
+@click.option("-n", "n", default=25, show_default=True, help="Tracks in the mix, seeds included.")
+@click.option("-o", "--output", metavar="FILE.m3u8",
+              help="Playlist to write (paths relative to its folder) [default: print it].")
+@click.option("--max-per-folder", type=int, metavar="N", help="At most N tracks from one folder.")
+@click.option("--max-per-tag", multiple=True, metavar="KEY=N",
+              help="At most N tracks sharing one value of a metadata key, e.g. artist=2. Repeatable.")
+@click.option("--combine", type=click.Choice(["best", "sum"]), default="best", show_default=True,
+              help="Rank neighbours by their best score across seeds, or by the sum.")
+@click.option("--filter", "filter_expr", metavar="EXPR", help="Metadata filter in the sink's syntax.")
+@click.option("--embedding", metavar="NAME", help="Which embedding of the run (if it has several).")
+@click.option("--sink", "sink_name", metavar="NAME", help="Which sink of the run (if it has several).")
+@click.option("--projector", "projector_dir", metavar="CHECKPOINT", help=PROJECTOR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the mix as JSON on stdout.")
+def playlist(gin_files: tuple[str, ...], gin_params: tuple[str, ...], seeds: tuple[str, ...],
+             texts: tuple[str, ...], n: int, output: str | None, max_per_folder: int | None,
+             max_per_tag: tuple[str, ...], combine: str, filter_expr: str | None,
+             embedding: str | None, sink_name: str | None, projector_dir: str | None,
+             as_json: bool) -> None:
+    """A "more like this" mix as an extended M3U playlist (.m3u8).
+
+    \b
+    Seeds first (each once), then their nearest neighbours, no duplicates.
+    Paths in the file are relative to its folder: save it inside the music
+    folder and Navidrome (and other servers that scan for playlists) imports it.
+
+    \b
+    Examples:
+      musicembed playlist --gin_file my_run.gin --seed 'jazz/b.flac' -n 25 \\
+          -o ~/Music/playlists/like-b.m3u8
+      musicembed playlist --gin_file my_run.gin --seed a.flac --seed ~/new.mp3 \\
+          --max-per-folder 2 --max-per-tag artist=1 -o mix.m3u8
+    """
+    from .playlist import m3u8_text, make_playlist, parse_tag_caps, resolve_seeds, write_m3u8
+    from .search import open_index
+
+    caps = parse_tag_caps(max_per_tag)
+    if not seeds and not texts:
+        raise click.UsageError("give at least one --seed ID_OR_FILE (or --text TEXT)")
+    cfg = _run_config(gin_files, gin_params)
+    _use_projector(cfg, projector_dir, embedding)
+    index = open_index(cfg, embedding, sink_name)
+    try:
+        mix = make_playlist(index, cfg.source, resolve_seeds(index, cfg.source, seeds, texts), n,
+                            combine=combine, max_per_folder=max_per_folder, max_per_tag=caps,
+                            filter=filter_expr)
+    finally:
+        index.close()
+    if as_json:
+        click.echo(json.dumps(mix.as_dict(), indent=2, ensure_ascii=False, default=str))
+    if output:
+        path = write_m3u8(mix, output)
+        note = f", {mix.capped} left out by the diversity caps" if mix.capped else ""
+        short = f" (fewer than -n {n}: the index or the filter has no more)" if len(mix.entries) < n else ""
+        _console().print(f"wrote {path}: {len(mix.entries)} tracks{short}{note}", highlight=False,
+                         soft_wrap=True)
+    elif not as_json:
+        click.echo(m3u8_text(mix), nl=False)
 
 
 def entrypoint() -> None:

@@ -65,6 +65,7 @@ def _register_core() -> None:
     if _core_registered:
         return
     from . import runconfig  # noqa: F401 - registers `run` and `embedding`
+    from .projection import train  # noqa: F401 - registers `train`, `text_model`, `projection_head`
 
     _core_registered = True
 
@@ -157,14 +158,15 @@ _NO_PARAM = re.compile(r"Configurable '([^']+)' doesn't have a parameter named '
 
 
 def known_selectors() -> list[str]:
-    """Configurables a musicembed gin file may bind: ``<kind>.<name>``, ``run``, ``embedding``."""
+    """Configurables a musicembed gin file may bind: ``<kind>.<name>``, ``run``, ``embedding``,
+    and the projector training's ``train``, ``text_model``, ``projection_head``."""
     from gin import config as gin_config
 
     names: list[str] = []
     for sel, _ in gin_config._REGISTRY.items():  # noqa: SLF001
         if sel.split(".")[0] in KINDS:
             names.append(sel)
-        elif sel.startswith("musicembed_core.runconfig."):
+        elif sel.startswith(("musicembed_core.runconfig.", "musicembed_core.projection.train.")):
             names.append(sel.rsplit(".", 1)[-1])
     return sorted(names)
 

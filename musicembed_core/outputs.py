@@ -188,6 +188,48 @@ def _output_path(exporter: Exporter, output_dir: Path, name: str) -> str:
     return str(output_dir / f"{name}{ext}")
 
 
+def open_run_output(cfg: Any, prep: Any, doing: str = "read",
+                    without: str = "") -> Any:
+    """The run's HDF5/safetensors output of embedding ``prep``, opened for reading
+    (a :class:`~musicembed_core.stored.StoredOutput`, its space checked against ``prep``'s).
+
+    ``doing`` names the command in messages ("tag", "train a projector on");
+    ``without`` says what else was missing when no readable exporter is configured
+    (e.g. "no sink to tag (or --no-sink) and "). A run that never stored anything is a
+    :class:`MusicembedError` that says to run first.
+    """
+    from .stored import FORMATS, NotAnOutputError, open_output
+
+    readable = [e for e in cfg.exporters if e.name in FORMATS]
+    if not readable:
+        raise ConfigError(
+            f"nothing to read the tracks from: the run has {without}no "
+            f"{' or '.join(f'exporters.{f}' for f in FORMATS)} output; {doing} with the gin "
+            f"files of the `musicembed run` that stored the library"
+        )
+    output_dir = Path(cfg.output_dir)
+    errors = []
+    for exp in readable:
+        path = _output_path(exp, output_dir, prep.name)
+        try:
+            out = open_output(path)
+        except NotAnOutputError as exc:
+            errors.append(str(exc))
+            continue
+        try:
+            prep.space.check_same(out.space.to_json(), where=path)
+        except BaseException:
+            out.close()
+            raise
+        return out
+    hint = ("" if output_dir.is_dir() else
+            f" (run.output_dir {str(output_dir)!r} does not exist)")
+    raise MusicembedError(
+        f"no stored tracks to {doing}{hint}: {'; '.join(errors)}. Run `musicembed run` with the "
+        f"same gin files and --gin_param options first, then {doing.split()[0]}."
+    )
+
+
 SINK_LOCATION_ATTRS = ("path", "uri")
 
 

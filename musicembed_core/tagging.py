@@ -414,37 +414,9 @@ def _projector(prep: "PreparedEmbedding") -> Any:
 
 def _readable_output(cfg: "RunConfig", prep: "PreparedEmbedding") -> Any:
     """The run's HDF5/safetensors output of ``prep``, opened (its space checked)."""
-    from .outputs import _output_path
-    from .stored import FORMATS, NotAnOutputError, open_output
+    from .outputs import open_run_output
 
-    readable = [e for e in cfg.exporters if e.name in FORMATS]
-    if not readable:
-        raise ConfigError(
-            f"nothing to read the tracks from: the run has no sink to tag (or --no-sink) and no "
-            f"{' or '.join(f'exporters.{f}' for f in FORMATS)} output; tag with the gin files of "
-            f"the `musicembed run` that stored the library"
-        )
-    output_dir = Path(cfg.output_dir)
-    errors = []
-    for exp in readable:
-        path = _output_path(exp, output_dir, prep.name)
-        try:
-            out = open_output(path)
-        except NotAnOutputError as exc:
-            errors.append(str(exc))
-            continue
-        try:
-            prep.space.check_same(out.space.to_json(), where=path)
-        except BaseException:
-            out.close()
-            raise
-        return out
-    hint = ("" if output_dir.is_dir() else
-            f" (run.output_dir {str(output_dir)!r} does not exist)")
-    raise MusicembedError(
-        f"no stored tracks to tag{hint}: {'; '.join(errors)}. Run `musicembed run` with the same "
-        f"gin files and --gin_param options first, then tag."
-    )
+    return open_run_output(cfg, prep, doing="tag", without="no sink to tag (or --no-sink) and ")
 
 
 def tag(cfg: "RunConfig", req: TagRequest, embedding: str | None = None,
