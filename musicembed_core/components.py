@@ -463,7 +463,7 @@ def check_projector(projector: TextProjector, space: "EmbeddingSpace") -> None:
         reasons = _differences(want, have, subset=True)
         chain = [e.get("name", "?") for e in want["enrichers"]]
         tied = f"belongs to encoder {want['encoder'].get('name')!r} with chain {chain}"
-    if projector.dim and projector.dim != space.dim:
+    if projector.dim and projector.dim != space.dim and not any(r.startswith("dim") for r in reasons):
         reasons.append(f"dim: the projector outputs {projector.dim}, the space has {space.dim}")
     if reasons:
         label = f"embedding {space.name!r} (space {space.hash})" if space.name else f"space {space.hash}"

@@ -235,6 +235,11 @@ def _load_base(spec: TextModelSpec) -> _Loaded:
                 f"{where}: no tokenizer files (tokenizer.json, vocab.txt, vocab.json or a "
                 f"sentencepiece .model); text_model.model must be a text model with its tokenizer"
             )
+    # transformers draws a "Loading weights" bar on stderr for every load: not ours to show
+    # (the commands have their own progress display), so it is off while loading.
+    hf_logging = transformers.utils.logging
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
         model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
@@ -244,6 +249,9 @@ def _load_base(spec: TextModelSpec) -> _Loaded:
             f"{where}: cannot load it with transformers AutoModel/AutoTokenizer "
             f"({type(exc).__name__}: {exc}). Models that need trust_remote_code are not supported."
         ) from exc
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     if getattr(config, "is_encoder_decoder", False):  # T5-style: its encoder is the text model
         model = model.get_encoder()
     model = model.float().eval()
