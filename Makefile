@@ -26,7 +26,7 @@ install: $(BIN)/python
 	$(TORCH_FIRST) $(BIN)/pip install -q -c constraints.txt -e '.[train]' $(foreach p,$(PLUGIN_DIRS),-e $(p))
 
 install-test: $(BIN)/python browser
-	$(TORCH_FIRST) $(BIN)/pip install -q -c constraints.txt -e '.[test,train,serve]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
+	$(TORCH_FIRST) $(BIN)/pip install -q -c constraints.txt -e '.[test,train,serve,evaluate,ray]' $(foreach p,$(PLUGIN_DIRS),-e '$(p)[test]')
 
 # The web page's browser test (tests/test_serve_browser.py) drives Debian's chromium through
 # its chromedriver (selenium; nothing is downloaded at test time). Installed here when missing,

@@ -156,8 +156,13 @@ PROJECTOR_HELP = ("A projector checkpoint folder from `musicembed train-projecto
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--fail-on-empty", is_flag=True,
               help="Exit with status 3 when the source holds no audio files (default: warn, exit 0).")
+@click.option("--shard-index", type=click.IntRange(min=0), metavar="I",
+              help="Embed only shard I (0-based) of --num-shards: a stable partition by track id, "
+              "written to <output_dir>/shard-I-of-N (combine them with `musicembed merge`).")
+@click.option("--num-shards", type=click.IntRange(min=1), metavar="N",
+              help="How many shards the library is split into (with --shard-index).")
 def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool, as_json: bool,
-        fail_on_empty: bool) -> None:
+        fail_on_empty: bool, shard_index: int | None, num_shards: int | None) -> None:
     """Embed every audio file of a folder, as configured by gin.
 
     \b
@@ -179,11 +184,20 @@ def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool,
     Example:
       musicembed run --gin_file runs/quickstart.gin \\
           --gin_param 'run.source="/path/to/Music"'
+
+    \b
+    On a Ray cluster: --gin_param 'run.engine="ray"' (docs/distributed.md).
     """
     from . import ginconfig
     from .plugins import get_manager
     from .runner import execute, print_summary
 
+    if (shard_index is None) != (num_shards is None):
+        raise click.UsageError("give --shard-index and --num-shards together")
+    if num_shards is not None:
+        if shard_index >= num_shards:
+            raise click.UsageError(f"--shard-index {shard_index} must be below --num-shards {num_shards}")
+        gin_params = (*gin_params, f"run.shard_index = {shard_index}", f"run.num_shards = {num_shards}")
     console = _console()
     cfg = _run_config(gin_files, gin_params)
     plugins = [p.as_dict() for p in get_manager().plugins.values()]
@@ -202,6 +216,50 @@ def run(gin_files: tuple[str, ...], gin_params: tuple[str, ...], progress: bool,
         sys.exit(130)
     if fail_on_empty and summary.files_total == 0:
         sys.exit(3)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("shards", nargs=-1, type=click.Path(file_okay=False))
+@gin_options
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), metavar="FOLDER",
+              help="Where the merged outputs go (default with --gin_file: the run's output_dir).")
+@click.option("--force", is_flag=True, help="Replace merged outputs that exist already.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was merged as JSON on stdout.")
+def merge(shards: tuple[str, ...], gin_files: tuple[str, ...], gin_params: tuple[str, ...],
+          output: str | None, force: bool, as_json: bool) -> None:
+    """Combine the outputs of sharded runs (`run --shard-index I --num-shards N`) into one.
+
+    \b
+    Each HDF5 file / safetensors folder of the same name across the shard folders
+    becomes one output (same ids, vectors, space as an unsharded run), written under
+    a temporary name and renamed into place. Different spaces are refused; an id in
+    several shards is kept once when its content agrees, an error otherwise.
+
+    \b
+    Examples:
+      musicembed merge out/shard-0-of-3 out/shard-1-of-3 out/shard-2-of-3 -o out
+      musicembed merge --gin_file RUN.gin        # finds OUTPUT_DIR/shard-*-of-N
+    """
+    from .shards import discover_shards, merge_shards
+
+    folders = list(shards)
+    if gin_files or gin_params:
+        cfg = _run_config(gin_files, gin_params)
+        if not folders:
+            folders = [str(p) for p in discover_shards(cfg.output_dir)]
+        output = output or cfg.output_dir
+    if not folders:
+        raise click.UsageError("give the shard folders, or --gin_file RUN.gin to find them")
+    if output is None:
+        raise click.UsageError("give -o FOLDER (where the merged outputs go)")
+    merged = merge_shards(folders, output, force=force)
+    if as_json:
+        click.echo(json.dumps([m.__dict__ for m in merged], indent=2))
+        return
+    console = _console(stderr=False)
+    for m in merged:
+        dup = f", {m.duplicates} duplicate(s) stored once" if m.duplicates else ""
+        console.print(f"{m.path}: {m.tracks} tracks from {len(m.sources)} shard(s){dup}")
 
 
 @main.command(context_settings=CONTEXT)
@@ -277,7 +335,7 @@ def plugins(as_json: bool, verbose: bool) -> None:
 @click.option("--seconds", default=8.0, show_default=True, help="Length of each clip.")
 @click.option("--captioned", default=0, metavar="N", type=click.IntRange(min=0),
               help="Also write N captioned clips (instrument, register, tempo, drums) with "
-              "captions.jsonl and labels.csv into FOLDER/captioned, for train-projector.")
+              "captions.jsonl and labels.csv into FOLDER/captioned, for train-projector and evaluate.")
 @click.option("--captioned-seconds", default=4.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Length of each captioned clip.")
 def examples(folder: str, seconds: float, captioned: int, captioned_seconds: float) -> None:
@@ -879,6 +937,68 @@ def playlist(gin_files: tuple[str, ...], gin_params: tuple[str, ...], seeds: tup
                          soft_wrap=True)
     elif not as_json:
         click.echo(m3u8_text(mix), nl=False)
+
+
+@main.command(context_settings=CONTEXT)
+@gin_options
+@click.option("--labels", "labels_file", required=True, metavar="FILE",
+              help="Labels per track: CSV/TSV with a header, or JSONL; an id (or path) column "
+              "and one column per task.")
+@click.option("--label-column", "columns", multiple=True, metavar="COLUMN",
+              help="A task to evaluate (repeatable) [default: every column but the id].")
+@click.option("--id-column", metavar="COLUMN",
+              help="The column naming the track [default: the first of id, track_id, path, file, "
+              "filename, track].")
+@click.option("--multi-label-sep", metavar="SEP",
+              help="Split values at SEP (e.g. ';'): a column holding several labels is multi-label.")
+@click.option("--embedding", metavar="NAME", help="Evaluate only this embedding of the run.")
+@click.option("-k", "ks", default="5,10", show_default=True, metavar="K,K",
+              help="Precision@k / recall@k depths.")
+@click.option("--folds", default=5, show_default=True, help="Cross-validation folds of the probe.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the folds and the track samples.")
+@click.option("--index-queries", default=200, show_default=True, metavar="N",
+              help="Tracks sampled to measure the sink's recall and latency.")
+@click.option("-o", "--output", "out_dir", metavar="DIR",
+              help="Folder for evaluation.json and the plots [default: <run.output_dir>/evaluation].")
+@click.option("--no-plots", is_flag=True, help="Write no PNG plots (no matplotlib needed).")
+@click.option("--json", "as_json", is_flag=True, help="Print evaluation.json on stdout.")
+def evaluate(gin_files: tuple[str, ...], gin_params: tuple[str, ...], labels_file: str,
+             columns: tuple[str, ...], id_column: str | None, multi_label_sep: str | None,
+             embedding: str | None, ks: str, folds: int, seed: int, index_queries: int,
+             out_dir: str | None, no_plots: bool, as_json: bool) -> None:
+    """Which model, layer and index suit this library: metrics against your own labels.
+
+    \b
+    For each embedding of the run (and each stored layer, when the run kept
+    frames): retrieval precision@k and mAP of same-label neighbours and a
+    cross-validated linear probe, each with its chance level; the best layer
+    per task; the recall and latency of the run's sink against exact search.
+    Writes evaluation.json and PNG plots. Needs: pip install 'musicembed[evaluate]'.
+
+    \b
+    Examples:
+      musicembed examples examples/audio --captioned 80
+      musicembed run --gin_file runs/quickstart_faiss.gin \\
+          --gin_param 'exporters.hdf5.store_frames=True'
+      musicembed evaluate --gin_file runs/quickstart_faiss.gin \\
+          --labels examples/audio/captioned/labels.csv --label-column instrument
+    """
+    from .evaluation import EvaluateRequest, parse_ks
+    from .evaluation import evaluate as run_evaluate
+    from .evaluation.report import print_report
+
+    req = EvaluateRequest(labels=labels_file, columns=list(columns), multi_sep=multi_label_sep,
+                          id_column=id_column, ks=parse_ks(ks), folds=folds, seed=seed,
+                          out_dir=out_dir, plots=not no_plots, index_queries=index_queries,
+                          embedding=embedding)
+    cfg = _run_config(gin_files, gin_params)
+    console = _console()
+    with console.status("evaluating") as status:
+        doc = run_evaluate(cfg, req, progress=lambda text: status.update(f"evaluating {text}"))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        print_report(doc, _console(stderr=False))
 
 
 def entrypoint() -> None:

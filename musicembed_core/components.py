@@ -73,17 +73,30 @@ class Component:
 _constructing = threading.local()
 
 
+def _begin_construction(obj: Any) -> bool:
+    """True for the outermost constructor of ``obj`` (a subclass's calls its base's)."""
+    active: set[int] = _constructing.__dict__.setdefault("ids", set())
+    outermost = id(obj) not in active
+    active.add(id(obj))
+    return outermost
+
+
+def _end_construction(obj: Any) -> None:
+    _constructing.__dict__.setdefault("ids", set()).discard(id(obj))
+
+
 def _checked_init(init: Any) -> Any:
+    # The wrapper takes the plugin's module name (functools.wraps): it refers to this
+    # module only through functions, so a class pickled by value (Ray workers, a class
+    # defined in a script) carries no thread-local with it.
     @functools.wraps(init)
     def __init__(self: Component, *args: Any, **kwargs: Any) -> None:
-        active: set[int] = _constructing.__dict__.setdefault("ids", set())
-        outermost = id(self) not in active
-        active.add(id(self))
+        outermost = _begin_construction(self)
         try:
             init(self, *args, **kwargs)
         finally:
             if outermost:
-                active.discard(id(self))
+                _end_construction(self)
         if outermost:
             check_stored_params(self)
 
@@ -576,6 +589,12 @@ class Sink(Component):
     def known(self) -> Mapping[str, str]:
         """``{id: content_hash}`` already stored (for skipping unchanged files)."""
         return {}
+
+    def shared_service(self) -> bool:
+        """True when the store is a server several processes may write at once (a Milvus
+        server): ``run.engine = "ray"`` then upserts from its workers, in batches by id.
+        Default False: only the run's own process writes it (files, embedded stores)."""
+        return False
 
     def upsert(self, records: Sequence[Record]) -> None:
         """Insert or replace by ``record.id`` (``vector``, ``content_hash``, ``metadata``;

@@ -91,6 +91,8 @@ class Result:
     metadata: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    refusals: list[Any] = field(default_factory=list)
+    """Records an output written by a worker refused (:class:`~musicembed_core.outputs.Refusal`)."""
 
 
 def file_hash(path: Path, block: int = 1 << 20) -> str:
@@ -119,16 +121,28 @@ class HashCache:
                 log.warning("ignoring unreadable hash cache %s", path)
 
     def hash(self, path: Path) -> tuple[str, os.stat_result]:
+        digest, st = self.cached(path)
+        if digest is None:
+            digest = file_hash(path)
+            self.remember(path, st, digest)
+        return digest, st
+
+    def cached(self, path: Path) -> tuple[str | None, os.stat_result]:
+        """The remembered hash of an unchanged file (None: not known), from a ``stat`` only:
+        the Ray engine skips known files on the driver this way and hashes the others on
+        the workers."""
         st = path.stat()
-        key = str(path.resolve())
         with self.lock:
-            hit = self.entries.get(key)
+            hit = self.entries.get(str(path.resolve()))
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             return hit[2], st
-        digest = file_hash(path)
+        return None, st
+
+    def remember(self, path: Path, st: os.stat_result | tuple[int, int], digest: str) -> None:
+        """Record ``digest`` for ``path`` as of ``st`` (a stat result, or ``(size, mtime_ns)``)."""
+        size, mtime = (st.st_size, st.st_mtime_ns) if isinstance(st, os.stat_result) else st
         with self.lock:
-            self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
-        return digest, st
+            self.entries[str(path.resolve())] = [int(size), int(mtime), digest]
 
     def save(self) -> None:
         if self.path is None:
@@ -216,6 +230,27 @@ class _Track:
         return self.decoded and all(
             (not need) or self.fed[e] == self.n_chunks[e] for e, need in enumerate(self.needed)
         )
+
+    def feed(self, e: int, idx: int, layers: Any, overlap: int) -> None:
+        """Chunk ``idx``'s encoder output ``[L, F, D]`` for embedding ``e``: its frames
+        (the first ``overlap`` dropped after chunk 0) enter the pooling state in chunk order."""
+        frames = self.chains[e].frames(layers)
+        if idx > 0 and overlap:
+            frames = frames[:, overlap:]
+        self.pending[e][idx] = frames
+        while self.fed[e] in self.pending[e]:
+            fr = self.pending[e].pop(self.fed[e])
+            if fr.shape[1]:
+                self.state(e).update_framed(fr)
+            if self.keep[e]:
+                self.frames[e].append(fr.numpy())
+            self.fed[e] += 1
+
+    def finish(self, e: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embedding ``e``'s track vector (float32) and, when kept, its frames ``[L, F, D]``."""
+        vec = self.state(e).finish().numpy().astype(np.float32)
+        frames = np.concatenate(self.frames[e], axis=1) if self.keep[e] and self.frames[e] else None
+        return vec, frames
 
 
 _END = object()
@@ -404,22 +439,13 @@ class Embedder:
                     out.put(("chunk", track, e, counts[e], chunk))
                     counts[e] += 1
             if decoded_samples == 0 or not any(counts[e] for e in range(len(counts)) if track.needed[e]):
-                raise AudioDecodeError(f"{job.path}: contains no audio samples")
+                raise no_samples_error(job.path)
             track.n_chunks = counts
             track.seconds = decoded_samples / first_rate
-            track.metadata = {
-                "path": str(job.path.resolve()),
-                "duration": round(track.seconds, 3),
-                "sample_rate": info.sample_rate,
-                "channels": info.channels,
-                "size": st.st_size,
-                "mtime_ns": st.st_mtime_ns,
-                "decoder": info.backend,
-            }
+            track.metadata = track_metadata(job.path, info, st, track.seconds)
             out.put(("done", track))
         except Exception as exc:  # noqa: BLE001 - any failure is recorded per file
-            reason = str(exc) if isinstance(exc, AudioDecodeError) else f"{type(exc).__name__}: {exc}"
-            out.put(("fail", track, reason))
+            out.put(("fail", track, failure_reason(exc)))
 
     def _worker(self, jobs: Iterator[_Track], lock: threading.Lock, out: "queue.Queue[Any]") -> None:
         self._local.timings = {}
@@ -451,16 +477,10 @@ class Embedder:
         clock = time.perf_counter
         t0 = clock()
         try:
-            out = prep.encoder.encode(wave)
-            if out.dim() != 4 or out.shape[1] != len(live):
-                raise RuntimeError(
-                    f"encoder {prep.encoder.name!r} returned shape {tuple(out.shape)}; "
-                    f"expected [L, B={len(live)}, F, D]"
-                )
-            out = out.detach().to("cpu", torch.float32)
+            out = encode_wave(prep, wave)
         except Exception as exc:  # noqa: BLE001
             for track, _, _ in live:
-                track.failed = f"encoder {prep.encoder.name!r} failed: {type(exc).__name__}: {exc}"
+                track.failed = encoder_failure(prep, exc)
             return [it[0] for it in live]
         self.batches_run += 1
         t1 = clock()
@@ -469,17 +489,7 @@ class Embedder:
         touched = []
         overlap = self.geometry[e].overlap_frames
         for b, (track, idx, _) in enumerate(live):
-            frames = prep.chain.frames(out[:, b])
-            if idx > 0 and overlap:
-                frames = frames[:, overlap:]
-            track.pending[e][idx] = frames
-            while track.fed[e] in track.pending[e]:
-                fr = track.pending[e].pop(track.fed[e])
-                if fr.shape[1]:
-                    track.state(e).update_framed(fr)
-                if track.keep[e]:
-                    track.frames[e].append(fr.numpy())
-                track.fed[e] += 1
+            track.feed(e, idx, out[:, b], overlap)
             touched.append(track)
         self._add("pool", clock() - t1)
         return touched
@@ -534,12 +544,11 @@ class Embedder:
             try:
                 for e, need in enumerate(track.needed):
                     if need:
-                        res.vectors[e] = track.state(e).finish().numpy().astype(np.float32)
-                        if track.keep[e] and track.frames[e]:
-                            res.frames[e] = np.concatenate(track.frames[e], axis=1)
+                        res.vectors[e], frames = track.finish(e)
+                        if frames is not None:
+                            res.frames[e] = frames
             except Exception as exc:  # noqa: BLE001
-                return Result(track.job, "failed", track.content_hash,
-                              error=f"enricher chain failed: {type(exc).__name__}: {exc}")
+                return Result(track.job, "failed", track.content_hash, error=chain_failure(exc))
             bad = non_finite(res, self.embeddings)
             if bad:
                 return Result(track.job, "failed", track.content_hash, error=bad)
@@ -619,6 +628,50 @@ class Embedder:
                     alive -= 1
                 elif len(item) > 1 and isinstance(item[1], _Track):
                     item[1].failed = item[1].failed or "run interrupted"
+
+
+def encode_wave(prep: PreparedEmbedding, wave: Any) -> Any:
+    """One encoder call on a batch of equal-length chunks ``[B, T]``: ``[L, B, F, D]``
+    float32 on the CPU; a wrong shape raises (the batch's tracks fail)."""
+    import torch
+
+    out = prep.encoder.encode(wave)
+    if out.dim() != 4 or out.shape[1] != wave.shape[0]:
+        raise RuntimeError(
+            f"encoder {prep.encoder.name!r} returned shape {tuple(out.shape)}; "
+            f"expected [L, B={wave.shape[0]}, F, D]"
+        )
+    return out.detach().to("cpu", torch.float32)
+
+
+def encoder_failure(prep: PreparedEmbedding, exc: BaseException) -> str:
+    return f"encoder {prep.encoder.name!r} failed: {type(exc).__name__}: {exc}"
+
+
+def chain_failure(exc: BaseException) -> str:
+    return f"enricher chain failed: {type(exc).__name__}: {exc}"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One file's failure as the summary shows it."""
+    return str(exc) if isinstance(exc, AudioDecodeError) else f"{type(exc).__name__}: {exc}"
+
+
+def no_samples_error(path: Path) -> AudioDecodeError:
+    return AudioDecodeError(f"{path}: contains no audio samples")
+
+
+def track_metadata(path: Path, info: Any, st: Any, seconds: float) -> dict[str, Any]:
+    """The metadata every output stores with a track (``st``: the file's stat result)."""
+    return {
+        "path": str(path.resolve()),
+        "duration": round(seconds, 3),
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "decoder": info.backend,
+    }
 
 
 def check_id(track_id: str) -> None:

@@ -32,7 +32,8 @@ from .outputs import (
     known_everywhere,
     open_outputs,
 )
-from .pipeline import Embedder, HashCache, PreparedEmbedding, Result, jobs_for
+from .engines import check_engine, make_embedder
+from .pipeline import HashCache, PreparedEmbedding, Result, jobs_for
 from .runconfig import RunConfig
 
 log = logging.getLogger("musicembed")
@@ -68,6 +69,12 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)
     """Where the time went (seconds; decode-side figures summed over threads): startup,
     hash, decode, resample, wait (for chunks), encode, pool, write."""
+    engine: str = "local"
+    """``local`` or ``ray`` (run.engine)."""
+    ray: dict[str, Any] | None = None
+    """Ray engine only: the cluster and actor settings it ran with."""
+    shard: dict[str, int] | None = None
+    """A sharded run (``--shard-index/--num-shards``): ``{"index", "count", "files_in_source"}``."""
     refused_ids: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -193,19 +200,27 @@ def execute(
     """
     from rich.console import Console
 
+    from .shards import select_shard, shard_dir
+
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    output_dir = Path(cfg.output_dir)
+    output_dir = shard_dir(cfg.output_dir, cfg.shard_index, cfg.num_shards)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(
         source=str(cfg.source),
         output_dir=str(output_dir),
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        engine=cfg.engine,
     )
     with GracefulStop(console) as stop:
         try:
+            check_engine(cfg)
             skipped: list[tuple[str, str]] = []
             jobs = jobs_for(cfg.source, cfg.limit, skipped=skipped)
+            if cfg.sharded:
+                summary.shard = {"index": cfg.shard_index, "count": cfg.num_shards,
+                                 "files_in_source": len(jobs)}
+                jobs = select_shard(jobs, cfg.shard_index, cfg.num_shards)
             summary.files_total = len(jobs)
             summary.skipped = [{"path": p, "reason": r} for p, r in skipped]
             if not jobs:
@@ -275,14 +290,10 @@ def _execute_locked(
                     "outputs": outs.paths,
                 }
             )
-        embedder = Embedder(
-            prepared,
-            batch_size=cfg.batch_size,
-            decode_workers=cfg.decode_workers,
-            hash_cache=cache,
-            known=[known_everywhere(o) for o in opened],
-            torch_threads=cfg.torch_threads,
-        )
+        embedder = make_embedder(cfg, prepared, cache, [known_everywhere(o) for o in opened],
+                                 output_dir=output_dir, opened=opened)
+        if cfg.engine == "ray":
+            summary.ray = embedder.details
         # The encoders load at the first batch: a rerun that skips every file loads none.
         summary.timings["startup"] = time.perf_counter() - started
         stop.phase = "running"
@@ -349,7 +360,7 @@ def _note_refusals(refusals: Sequence[Refusal], summary: RunSummary) -> None:
 
 
 def _consume(
-    embedder: Embedder,
+    embedder: Any,
     jobs: list,
     prepared: Sequence[PreparedEmbedding],
     opened: Sequence[OutputSet],
@@ -427,6 +438,7 @@ def _handle(
         )
         for writer in opened[e].writers:
             _note_refusals(writer.add(rec), summary)
+    _note_refusals(res.refusals, summary)  # outputs the Ray workers wrote
 
 
 def write_run_files(
@@ -457,6 +469,13 @@ def print_summary(summary: RunSummary, console: Any) -> None:
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     table.add_row("source", summary.source)
+    if summary.shard:
+        table.add_row("shard", f"{summary.shard['index']} of {summary.shard['count']} "
+                               f"(0-based; {summary.shard['files_in_source']} files in the source)")
+    if summary.ray is not None:
+        r = summary.ray
+        table.add_row("engine", f"ray: {r.get('nodes', '?')} node(s), {r.get('cluster_cpus', '?')} CPUs, "
+                                f"{r.get('cluster_gpus', 0)} GPUs; {r['actors']} actor(s) per embedding")
     table.add_row(
         "files",
         f"{summary.files_total} found: {summary.files_ok} embedded, "

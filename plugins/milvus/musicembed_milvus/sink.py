@@ -178,6 +178,11 @@ class MilvusSink(Sink):
             cfg["uri"] = _without_credentials(cfg["uri"])
         return cfg
 
+    def shared_service(self) -> bool:
+        """A Milvus server (``http://...``) takes writes from many processes at once: the Ray
+        engine upserts from its workers. A Milvus Lite ``.db`` file has one writer."""
+        return not lite.is_lite_uri(str(self.uri))
+
     # ------------------------------------------------------------------ open/close
 
     def open(self, collection: str, space: EmbeddingSpace, *, readonly: bool = False) -> None:
