@@ -65,7 +65,7 @@ def _register_core() -> None:
     if _core_registered:
         return
     from . import runconfig  # noqa: F401 - registers `run` and `embedding`
-    from .projection import train  # noqa: F401 - registers `train`, `text_model`, `projection_head`
+    from .projection import settings  # noqa: F401 - registers `train`, `text_model`, `projection_head`
 
     _core_registered = True
 
@@ -166,7 +166,7 @@ def known_selectors() -> list[str]:
     for sel, _ in gin_config._REGISTRY.items():  # noqa: SLF001
         if sel.split(".")[0] in KINDS:
             names.append(sel)
-        elif sel.startswith(("musicembed_core.runconfig.", "musicembed_core.projection.train.")):
+        elif sel.startswith(("musicembed_core.runconfig.", "musicembed_core.projection.settings.")):
             names.append(sel.rsplit(".", 1)[-1])
     return sorted(names)
 
