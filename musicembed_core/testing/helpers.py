@@ -115,8 +115,12 @@ def registered_plugin(obj: Any, name: str | None = None) -> Iterator["PluginInfo
         ginconfig.register_components(manager)
         yield info
     finally:
+        import gin
+
         manager.unregister_plugin(name)
-        ginconfig.register_components(manager)
+        # the block may have parsed (and so locked) a config: withdrawing needs it unlocked
+        with gin.unlock_config():
+            ginconfig.register_components(manager)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
