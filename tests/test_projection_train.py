@@ -575,3 +575,23 @@ def test_a_76800_dim_space_trains_in_reasonable_memory(tmp_path, tiny, manager):
     print(f"\n76,800-d space: head last layer {head_mb:.0f} MB, process peak RSS {peak:.0f} MB "
           f"(before {before:.0f} MB)")
     assert peak - before < 6 * head_mb + 512
+
+
+def test_resume_from_another_directory_with_a_relative_test_list(tiny, tmp_path, monkeypatch):
+    """train.test_ids = 'test.txt' (relative): a resume started elsewhere keeps the saved
+    test tracks instead of failing on the file it cannot see from there."""
+    import json
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "test.txt").write_text("t00.wav\nt07.wav\n")
+    out = tmp_path / "o"
+    extra = ["train.test_ids = 'test.txt'", "train.test_fraction = 0.0"]
+    monkeypatch.chdir(work)
+    _train(tiny, out, extra=extra, stop_after=2)
+    first = json.loads((out / "split.json").read_text())
+    assert sorted(first["test"]) == ["t00.wav", "t07.wav"]
+    monkeypatch.chdir(tmp_path)  # test.txt is not here
+    result = _train(tiny, out, extra=extra)
+    assert json.loads((out / "split.json").read_text()) == first
+    assert result.summary["test"]["t2a"]["queries"] == 4  # 2 tracks x (main + alt)

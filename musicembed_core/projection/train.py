@@ -668,9 +668,7 @@ def _split(data: TrainingData, settings: TrainSettings, outdir: Path, resuming: 
     from .captions import Split, split_tracks
 
     path = outdir / "split.json"
-    fresh = split_tracks(data.ids, val_fraction=settings.val_fraction,
-                         test_fraction=settings.test_fraction, test_ids=_resolve_test_ids(settings),
-                         seed=settings.seed, paths=data.paths)
+    saved = None
     if path.is_file():
         try:
             saved = Split.from_json(json.loads(path.read_text(encoding="utf-8")))
@@ -683,6 +681,19 @@ def _split(data: TrainingData, settings: TrainSettings, outdir: Path, resuming: 
                 f"(e.g. {', '.join(repr(t) for t in missing[:3])}): the data changed since this "
                 f"training started. Use a new -o folder, or --restart."
             )
+    try:
+        test_ids = _resolve_test_ids(settings)
+    except ConfigError:
+        if saved is None or not resuming:
+            raise
+        # a relative train.test_ids from another working directory: the saved split holds it
+        log(f"train.test_ids={settings.test_ids!r} is not found from here; resuming with the "
+            f"test tracks saved in {path}")
+        return saved
+    fresh = split_tracks(data.ids, val_fraction=settings.val_fraction,
+                         test_fraction=settings.test_fraction, test_ids=test_ids,
+                         seed=settings.seed, paths=data.paths)
+    if saved is not None:
         if (saved.train, saved.val, saved.test) != (fresh.train, fresh.val, fresh.test):
             if not resuming:
                 raise ConfigError(
