@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "plugins/clap-musicgen/tests"))  # checkpoint builder
 
 from bench_logmel import peak_rss_mb  # noqa: E402 - same folder
+from benchkit import offline_hf_cache, run_gin, write_library  # noqa: E402 - same folder
 
 
 def build_checkpoint(cache: Path, work: Path, quick: bool) -> None:
@@ -87,16 +88,8 @@ def build_checkpoint(cache: Path, work: Path, quick: bool) -> None:
 
 
 def run_pipeline(source: Path, out: Path, window: float) -> tuple[float, float, dict]:
-    from musicembed_core import ginconfig
-    from musicembed_core.runconfig import run_config
-    from musicembed_core.runner import execute
-
-    ginconfig.clear()
-    ginconfig.parse(["runs/clap_musicgen.gin"],
-                    [f"run.source = '{source}'", f"run.output_dir = '{out}'",
-                     f"encoders.clap_musicgen.window_seconds = {window}"])
-    summary = execute(run_config(), show_progress=False)
-    assert summary.files_failed == 0, summary.failures
+    summary = run_gin("runs/clap_musicgen.gin", source, out,
+                      [f"encoders.clap_musicgen.window_seconds = {window}"])
     return summary.audio_seconds, summary.wall_seconds, dict(summary.timings)
 
 
@@ -179,23 +172,15 @@ def main() -> None:
     if a.quick:
         a.tracks, a.minutes, a.window, a.index_size, a.queries = 2, 1 / 3, 2.0, 500, 5
 
-    from musicembed_core.examples import synth_clip, write_audio
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cache = tmp / "hf-cache"
-        os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
+        cache = offline_hf_cache(tmp)
         t = time.perf_counter()
         build_checkpoint(cache, tmp / "ckpt", a.quick)
         print(f"built a {'tiny' if a.quick else 'full-size'} random-weight checkpoint in "
               f"{time.perf_counter() - t:.0f} s (CPU threads={os.cpu_count()})", flush=True)
         lib = tmp / "lib"
-        lib.mkdir()
-        exts = [".flac", ".mp3", ".wav", ".ogg"]
-        for i in range(a.tracks):
-            write_audio(lib / f"t{i:02d}{exts[i % len(exts)]}",
-                        synth_clip(a.minutes * 60, 44100, seed=i, channels=2), 44100)
-        files = sorted(lib.iterdir())
+        files = write_library(lib, a.tracks, a.minutes)
         out = tmp / "out"
         if not a.skip_audio:
             print(f"audio: {a.tracks} tracks x {a.minutes:g} min, {a.window:g} s windows", flush=True)

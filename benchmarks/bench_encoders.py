@@ -37,6 +37,7 @@ for plugin_tests in ("plugins/mert/tests", "plugins/music2vec/tests"):  # checkp
     sys.path.insert(0, str(REPO / plugin_tests))
 
 from bench_logmel import memory_test, peak_rss_mb  # noqa: E402 - same folder
+from benchkit import offline_hf_cache, run_gin, write_library  # noqa: E402 - same folder
 
 MERT_ID, M2V_ID = "m-a-p/MERT-v1-95M", "m-a-p/music2vec-v1"
 
@@ -65,21 +66,14 @@ def build_checkpoints(cache: Path, work: Path) -> dict[str, tuple[object, int, b
 
 
 def run_pipeline(source: Path, out: Path, which: tuple[str, ...] = ("mert", "music2vec")) -> tuple[float, float]:
-    from musicembed_core import ginconfig
-    from musicembed_core.runconfig import run_config
-    from musicembed_core.runner import execute
-
-    ginconfig.clear()
     embeddings = ", ".join(f"@{w}/embedding()" for w in which)
-    ginconfig.parse(
-        ["runs/mert_music2vec.gin"],  # shipped by musicembed-mert
-        [f"run.source = '{source}'", f"run.output_dir = '{out}'",
-         f"run.embeddings = [{embeddings}]",
+    summary = run_gin(
+        "runs/mert_music2vec.gin",  # shipped by musicembed-mert
+        source, out,
+        [f"run.embeddings = [{embeddings}]",
          "mert/embedding.enrichers = [@enrichers.mean(), @enrichers.flatten()]",
          "music2vec/embedding.enrichers = [@enrichers.mean(), @enrichers.flatten()]"],
     )
-    summary = execute(run_config(), show_progress=False)
-    assert summary.files_failed == 0, summary.failures
     LAST_TIMINGS.clear()
     LAST_TIMINGS.update(summary.timings)
     return summary.audio_seconds, summary.wall_seconds
@@ -142,21 +136,16 @@ def main() -> None:
         print(json.dumps({"peak_rss_mb": peak, "audio_seconds": audio_s, "wall": wall}))
         return
 
-    from musicembed_core.examples import synth_clip, write_audio
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cache = tmp / "hf-cache"
-        os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
+        cache = offline_hf_cache(tmp)
         t = time.perf_counter()
         models = build_checkpoints(cache, tmp / "ckpt")
         print(f"built full-size random-weight checkpoints in {time.perf_counter() - t:.0f} s", flush=True)
 
         if a.hide:
             lib = tmp / "hide-lib"
-            lib.mkdir()
-            for i in range(a.tracks):
-                write_audio(lib / f"t{i:02d}.flac", synth_clip(a.minutes * 60, 44100, seed=i, channels=2), 44100)
+            write_library(lib, a.tracks, a.minutes, exts=(".flac",))
             print(f"hiding everything but the model: {a.tracks} tracks x {a.minutes:g} min, MERT-95M "
                   "alone (5 s windows, batch 8)", flush=True)
             _, wall = run_pipeline(lib, tmp / "out-hide", ("mert",))
@@ -165,12 +154,7 @@ def main() -> None:
 
         if not a.skip_speed:
             lib = tmp / "lib"
-            lib.mkdir()
-            exts = [".flac", ".mp3", ".wav", ".ogg"]
-            for i in range(a.tracks):
-                write_audio(lib / f"t{i:02d}{exts[i % len(exts)]}",
-                            synth_clip(a.minutes * 60, 44100, seed=i, channels=2), 44100)
-            files = sorted(lib.iterdir())
+            files = write_library(lib, a.tracks, a.minutes)
             total_min = a.tracks * a.minutes
             print(f"speed: {a.tracks} tracks x {a.minutes:g} min ({total_min:g} min of audio), "
                   f"MERT-95M + music2vec, CPU threads={os.cpu_count()}", flush=True)

@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "plugins/muq"))
 
 from bench_logmel import memory_test, peak_rss_mb  # noqa: E402 - same folder
+from benchkit import offline_hf_cache, run_gin, write_library  # noqa: E402 - same folder
 
 REPO_ID = "OpenMuQ/MuQ-large-msd-iter"
 W2V2 = {"hidden_act": "swish", "conv_depthwise_kernel_size": 31, "layer_norm_eps": 1e-5,
@@ -69,14 +70,7 @@ def build_checkpoint(cache: Path, work: Path, size: str) -> Path:
 
 
 def run_pipeline(source: Path, out: Path) -> tuple[float, float, dict]:
-    from musicembed_core import ginconfig
-    from musicembed_core.runconfig import run_config
-    from musicembed_core.runner import execute
-
-    ginconfig.clear()
-    ginconfig.parse(["runs/muq.gin"], [f"run.source = '{source}'", f"run.output_dir = '{out}'"])
-    summary = execute(run_config(), show_progress=False)
-    assert summary.files_failed == 0, summary.failures
+    summary = run_gin("runs/muq.gin", source, out)
     return summary.audio_seconds, summary.wall_seconds, dict(summary.timings)
 
 
@@ -114,12 +108,9 @@ def main() -> None:
         print(json.dumps({"peak_rss_mb": peak_rss_mb(), "audio_seconds": audio_s, "wall": wall}))
         return
 
-    from musicembed_core.examples import synth_clip, write_audio
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cache = tmp / "hf-cache"
-        os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
+        cache = offline_hf_cache(tmp)
         t = time.perf_counter()
         build_checkpoint(cache, tmp / "ckpt", a.size)
         print(f"built a {a.size} random-weight MuQ checkpoint in {time.perf_counter() - t:.0f} s "
@@ -127,12 +118,7 @@ def main() -> None:
 
         if not a.skip_speed:
             lib = tmp / "lib"
-            lib.mkdir()
-            exts = [".flac", ".mp3", ".wav", ".ogg"]
-            for i in range(a.tracks):
-                write_audio(lib / f"t{i:02d}{exts[i % len(exts)]}",
-                            synth_clip(a.minutes * 60, 44100, seed=i, channels=2), 44100)
-            files = sorted(lib.iterdir())
+            files = write_library(lib, a.tracks, a.minutes)
             print(f"speed: {a.tracks} tracks x {a.minutes:g} min ({a.tracks * a.minutes:g} min of audio)", flush=True)
             pipe_s, pipe_t, timings = run_pipeline(lib, tmp / "out")
             base_s, base_t = plain_loop(files)

@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "plugins/music2latent/tests"))  # checkpoint builder
 
 from bench_logmel import child_rss, memory_test, peak_rss_mb  # noqa: E402 - same folder
+from benchkit import offline_hf_cache, run_gin, write_library  # noqa: E402 - same folder
 
 warnings.filterwarnings("ignore", message="CUDA is not available")  # the package's autocast
 
@@ -65,15 +66,7 @@ def reference_model(path: Path):
 
 
 def run_pipeline(source: Path, out: Path, params: list[str] = ()) -> tuple[float, float, dict]:
-    from musicembed_core import ginconfig
-    from musicembed_core.runconfig import run_config
-    from musicembed_core.runner import execute
-
-    ginconfig.clear()
-    ginconfig.parse(["runs/music2latent.gin"],
-                    [f"run.source = '{source}'", f"run.output_dir = '{out}'", *params])
-    summary = execute(run_config(), show_progress=False)
-    assert summary.files_failed == 0, summary.failures
+    summary = run_gin("runs/music2latent.gin", source, out, params)
     return summary.audio_seconds, summary.wall_seconds, dict(summary.timings)
 
 
@@ -126,8 +119,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cache = tmp / "hf-cache"
-        os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
+        cache = offline_hf_cache(tmp)
         t = time.perf_counter()
         ckpt = build_checkpoint(cache, tmp / "ckpt")
         ref = reference_model(ckpt)
@@ -136,12 +128,7 @@ def main() -> None:
 
         if not a.skip_speed:
             lib = tmp / "lib"
-            lib.mkdir()
-            exts = [".flac", ".mp3", ".wav", ".ogg"]
-            for i in range(a.tracks):
-                write_audio(lib / f"t{i:02d}{exts[i % len(exts)]}",
-                            synth_clip(a.minutes * 60, 44100, seed=i, channels=2), 44100)
-            files = sorted(lib.iterdir())
+            files = write_library(lib, a.tracks, a.minutes)
             print(f"speed: {a.tracks} tracks x {a.minutes:g} min ({a.tracks * a.minutes:g} min of audio)",
                   flush=True)
             pipe_s, pipe_t, timings = run_pipeline(lib, tmp / "out")
