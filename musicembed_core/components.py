@@ -19,7 +19,7 @@ import inspect
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -441,6 +441,33 @@ class TextProjector(Component):
     def embed_text(self, texts: list[str]) -> "torch.Tensor":
         """``N`` strings -> ``[N, dim]``."""
         raise NotImplementedError
+
+    def embed_batched(self, texts: Sequence[str], batch_size: int,
+                      embed_batch: "Callable[[list[str]], torch.Tensor]") -> "torch.Tensor":
+        """The usual body of :meth:`embed_text`: refuses one ``str``, calls :meth:`load`, and
+        runs ``embed_batch`` on up to ``batch_size`` texts at a time under
+        ``torch.inference_mode``; float32 on the CPU, ``[0, dim]`` for no texts.
+        ``return self.embed_batched(texts, self.batch_size, self._tower_on)``."""
+        import torch
+
+        if isinstance(texts, str):
+            raise TypeError("embed_text takes a list of strings, got one str")
+        self.load()
+        texts = list(texts)
+        outs = [torch.zeros((0, self.dim), dtype=torch.float32)]
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                outs.append(embed_batch(texts[i:i + batch_size]).float().cpu())
+        return torch.cat(outs)
+
+    def checked_batch_size(self, batch_size: Any) -> int:
+        """``batch_size`` if it is a positive int, else a :class:`ConfigError` naming
+        ``projectors.<name>.batch_size``."""
+        from .errors import ConfigError
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"projectors.{self.name}.batch_size={batch_size!r}: must be a positive int")
+        return batch_size
 
 
 def check_projector(projector: TextProjector, space: "EmbeddingSpace") -> None:

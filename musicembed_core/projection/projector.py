@@ -32,11 +32,9 @@ class TrainedProjector(TextProjector):
     runtime_params = TextProjector.runtime_params | {"batch_size"}
 
     def __init__(self, checkpoint: str = "", device: str = "cpu", batch_size: int = 64) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"projectors.trained.batch_size={batch_size!r}: must be a positive int")
+        self.batch_size = self.checked_batch_size(batch_size)
         self.checkpoint = str(Path(checkpoint).expanduser().absolute()) if checkpoint else ""
         self.device = device
-        self.batch_size = batch_size
         # A bad folder fails here, when gin builds the run; no folder fails at first use.
         self._config: dict[str, Any] | None = read_config(self.checkpoint) if checkpoint else None
         self._model: Any = None
@@ -78,14 +76,4 @@ class TrainedProjector(TextProjector):
         self._model = model
 
     def embed_text(self, texts: list[str]) -> "torch.Tensor":
-        import torch
-
-        if isinstance(texts, str):
-            raise TypeError("embed_text takes a list of strings, got one str")
-        self.load()
-        texts = list(texts)
-        outs = [torch.zeros((0, self.dim), dtype=torch.float32)]
-        with torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                outs.append(self._model(texts[i:i + self.batch_size]).float().cpu())
-        return torch.cat(outs)
+        return self.embed_batched(texts, self.batch_size, lambda batch: self._model(batch))

@@ -270,9 +270,7 @@ class MulanProjector(TextProjector):
         self.device = device
         self.dtype = check_dtype(dtype, "projectors.mulan.dtype")
         self.cache_dir = cache_dir
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"projectors.mulan.batch_size={batch_size!r}: must be a positive int")
-        self.batch_size = batch_size
+        self.batch_size = self.checked_batch_size(batch_size)
         self._encoder = MulanEncoder(model=model, revision=revision, cache_dir=cache_dir)
         self._tower: Any = None
         self._tok: Any = None
@@ -312,20 +310,13 @@ class MulanProjector(TextProjector):
         self._device = device
 
     def embed_text(self, texts: list[str]) -> "torch.Tensor":
-        import torch
-
-        if isinstance(texts, str):
-            raise TypeError("embed_text takes a list of strings, got one str")
-        self.load()
         step = 1 if self.text_batching == "single" else self.batch_size
-        outs = [torch.zeros((0, self.dim), dtype=torch.float32)]
-        with torch.inference_mode():
-            for i in range(0, len(texts), step):
-                batch = self._tok(list(texts[i:i + step]), padding=True, truncation=True,
-                                  max_length=self._max_len, return_tensors="pt")
-                vec = self._tower(batch["input_ids"].to(self._device), batch["attention_mask"].to(self._device))
-                outs.append(vec.float().cpu())
-        return torch.cat(outs)
+        return self.embed_batched(texts, step, self._embed_batch)
+
+    def _embed_batch(self, texts: list[str]) -> "torch.Tensor":
+        batch = self._tok(texts, padding=True, truncation=True, max_length=self._max_len,
+                          return_tensors="pt")
+        return self._tower(batch["input_ids"].to(self._device), batch["attention_mask"].to(self._device))
 
 
 @hookimpl
