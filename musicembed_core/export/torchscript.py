@@ -385,15 +385,15 @@ def resolved_layers(frame_enrichers: Sequence[Enricher], num_layers: int) -> lis
 
 
 def _resolve_device(name: str) -> Any:
+    """``name`` checked by :func:`musicembed_core.hub.resolve_device`, as a ``torch.device``."""
     import torch
 
+    from ..hub import ModelLoadError, resolve_device
+
     try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ExportError(f"unknown device {name!r}: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ExportError(f"device {name!r} was asked for, but torch sees no CUDA GPU here")
-    return device
+        return torch.device(resolve_device(name))
+    except ModelLoadError as exc:
+        raise ExportError(f"export device: {exc}") from exc
 
 
 def _module_device_dtype(module: Any) -> tuple[Any, Any]:

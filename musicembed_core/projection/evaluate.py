@@ -109,7 +109,7 @@ def evaluate_checkpoint(checkpoint: str, captions: str, captions_format: str = "
     if len(ids) < 2:
         raise MusicembedError(f"{len(ids)} captioned track to rank: evaluation needs at least 2")
     hp = cfg.get("hyperparameters") or {}
-    dev = pick_device(device)
+    dev = pick_device(device, "--device")
     bf16 = use_bf16(hp.get("bf16", "auto"), dev)
     from .textmodel import load_projector
 

@@ -240,18 +240,17 @@ def join_counts(joined: "Joined") -> dict[str, int]:
 # --------------------------------------------------------------------------- device, evaluation
 
 
-def pick_device(device: str) -> "torch.device":
+def pick_device(device: str, where: str = "train.device") -> "torch.device":
+    """``device`` as a ``torch.device``, checked by :func:`musicembed_core.hub.resolve_device`
+    (``auto``: cuda, mps or cpu, as for every model); errors name ``where``."""
     import torch
 
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from ..hub import ModelLoadError, resolve_device
+
     try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"train.device={device!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={device!r}: CUDA is not available here; use 'cpu' or 'auto'")
-    return dev
+        return torch.device(resolve_device(device))
+    except ModelLoadError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def use_bf16(setting: Any, device: "torch.device") -> bool:
