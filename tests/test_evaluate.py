@@ -21,7 +21,7 @@ import pytest
 from musicembed_core.errors import ConfigError
 from musicembed_core.examples import make_captioned_set
 from musicembed_core.stored import open_output
-from musicembed_core.testing import run_cli
+from musicembed_core.testing import run_cli, run_params
 
 pytest.importorskip("sklearn", reason="musicembed evaluate needs scikit-learn (the evaluate extra)")
 pytest.importorskip("matplotlib", reason="musicembed evaluate needs matplotlib (the evaluate extra)")
@@ -36,13 +36,6 @@ PLAIN_GIN = "runs/quickstart.gin"
 CLIPS = 60
 
 
-def _params(source, out, *extra):
-    args = []
-    for p in (f'run.source="{source}"', f'run.output_dir="{out}"', *extra):
-        args += ["--gin_param", p]
-    return args
-
-
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
     """60 captioned clips (2 s), embedded by logmel into HDF5 (frames kept) + FAISS."""
@@ -50,9 +43,9 @@ def lib(tmp_path_factory):
     audio = root / "audio"
     make_captioned_set(audio, count=CLIPS, seconds=2.0)
     out = root / "out"
-    run_cli("run", "--gin_file", FAISS_GIN, *_params(audio, out, "exporters.hdf5.store_frames=True"),
+    run_cli("run", "--gin_file", FAISS_GIN, *run_params(audio, out, "exporters.hdf5.store_frames=True"),
             "--no-progress")
-    proc = run_cli("evaluate", "--gin_file", FAISS_GIN, *_params(audio, out),
+    proc = run_cli("evaluate", "--gin_file", FAISS_GIN, *run_params(audio, out),
                    "--labels", str(audio / "labels.csv"), "-k", "5,10", "--json")
     doc = json.loads(proc.stdout)
     return {"root": root, "audio": audio, "out": out, "doc": doc}
@@ -62,7 +55,7 @@ def _cfg(lib, gin=FAISS_GIN, out=None, extra=()):
     """The run's configuration, parsed in this process like the command does."""
     from musicembed_core.cli import _run_config
 
-    params = tuple(_params(lib["audio"], out or lib["out"], *extra)[1::2])
+    params = tuple(run_params(lib["audio"], out or lib["out"], *extra)[1::2])
     return _run_config((gin,), params)
 
 
@@ -284,7 +277,7 @@ def test_unknown_ids_small_classes_missing_labels_and_no_layers_are_reported(lib
     labels.write_text("\n".join(rows) + "\n")
     # a second run of the same clips without frames and without a sink
     plain = tmp_path / "plain"
-    run_cli("run", "--gin_file", PLAIN_GIN, *_params(lib["audio"], plain), "--no-progress")
+    run_cli("run", "--gin_file", PLAIN_GIN, *run_params(lib["audio"], plain), "--no-progress")
     cfg = _cfg(lib, PLAIN_GIN, plain)
     doc = evaluate(cfg, EvaluateRequest(
         labels=str(labels), columns=["genre"], ks=[5], plots=True))
@@ -307,7 +300,7 @@ def test_unknown_ids_small_classes_missing_labels_and_no_layers_are_reported(lib
 
 def test_bad_labels_files_name_the_file_and_column(lib, tmp_path):
     audio = lib["audio"]
-    proc = run_cli("evaluate", "--gin_file", FAISS_GIN, *_params(audio, lib["out"]),
+    proc = run_cli("evaluate", "--gin_file", FAISS_GIN, *run_params(audio, lib["out"]),
                    "--labels", str(audio / "labels.csv"), "--label-column", "genre", check=False)
     assert proc.returncode == 2  # a user error: one message, no traceback
     assert "Traceback" not in proc.stderr

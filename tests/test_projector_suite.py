@@ -21,7 +21,7 @@ from musicembed_core.errors import SpaceMismatchError  # noqa: E402
 from musicembed_core.projection.projector import TrainedProjector  # noqa: E402
 from musicembed_core.projection.textmodel import TextModelSpec, TextToAudio, save_projector  # noqa: E402
 from musicembed_core.space import EmbeddingSpace  # noqa: E402
-from musicembed_core.testing import ProjectorSuite, run_cli  # noqa: E402
+from musicembed_core.testing import ProjectorSuite, run_cli, run_params  # noqa: E402
 
 RUN = "runs/quickstart.gin"
 
@@ -104,16 +104,12 @@ def test_a_missing_checkpoint_is_named(tmp_path):
 # --------------------------------------------------------------------------- the command line
 
 
-def _params(source, out):
-    return ["--gin_param", f'run.source="{source}"', "--gin_param", f'run.output_dir="{out}"']
-
-
 @pytest.fixture(scope="module")
 def indexed(example_dir, tmp_path_factory):
     """The example clips indexed by runs/quickstart_faiss.gin (logmel, mean+std, HDF5 + FAISS)."""
     pytest.importorskip("musicembed_faiss", reason="musicembed-faiss is not installed")
     out = tmp_path_factory.mktemp("run")
-    summary = json.loads(run_cli("run", "--gin_file", "runs/quickstart_faiss.gin", *_params(example_dir, out),
+    summary = json.loads(run_cli("run", "--gin_file", "runs/quickstart_faiss.gin", *run_params(example_dir, out),
                                  "--no-progress", "--json").stdout)
     assert summary["files_ok"] == summary["files_total"] >= 6
     return out
@@ -123,7 +119,7 @@ def test_search_with_projector(indexed, example_dir, checkpoint, logmel_space):
     from musicembed_core.stored import open_output
 
     query = "calm piano with rain"
-    res = json.loads(run_cli("search", "--gin_file", "runs/quickstart_faiss.gin", *_params(example_dir, indexed),
+    res = json.loads(run_cli("search", "--gin_file", "runs/quickstart_faiss.gin", *run_params(example_dir, indexed),
                              "--projector", str(checkpoint), "--text", query, "-k", "3", "--json").stdout)
     assert res["space_hash"] == logmel_space.hash and len(res["hits"]) == 3
     text = TrainedProjector(checkpoint=str(checkpoint)).embed_text([query])[0].numpy()
@@ -140,19 +136,19 @@ def test_search_refuses_a_projector_of_another_space(indexed, example_dir, model
     other = EmbeddingSpace({**logmel_space.encoder, "n_mels": 64}, logmel_space.enrichers, logmel_space.dim)
     folder = tmp_path / "other"
     save_projector(folder, model, {"target_space": {"signature": other.to_json()}})
-    res = run_cli("search", "--gin_file", "runs/quickstart_faiss.gin", *_params(example_dir, indexed),
+    res = run_cli("search", "--gin_file", "runs/quickstart_faiss.gin", *run_params(example_dir, indexed),
                   "--projector", str(folder), "--text", "piano", check=False)
     err = res.stdout + res.stderr
     assert res.returncode != 0 and "projector 'trained' cannot embed text" in err
     assert "encoder.n_mels: the projector's is 64, the space's is 96" in err
-    res = run_cli("search", "--gin_file", "runs/quickstart_faiss.gin", *_params(example_dir, indexed),
+    res = run_cli("search", "--gin_file", "runs/quickstart_faiss.gin", *run_params(example_dir, indexed),
                   "--projector", str(tmp_path / "nope"), "--text", "piano", check=False)
     assert res.returncode != 0 and "no such folder" in res.stdout + res.stderr
     assert "Traceback" not in res.stderr
 
 
 def test_tag_with_projector(indexed, example_dir, checkpoint, tmp_path):
-    res = json.loads(run_cli("tag", "--gin_file", "runs/quickstart_faiss.gin", *_params(example_dir, indexed),
+    res = json.loads(run_cli("tag", "--gin_file", "runs/quickstart_faiss.gin", *run_params(example_dir, indexed),
                              "--projector", str(checkpoint), "--labels", "jazz,rock,ambient", "--no-sink",
                              "--json-file", str(tmp_path / "tags.json"), "--csv", str(tmp_path / "tags.csv"),
                              "--no-progress", "--json").stdout)

@@ -10,24 +10,17 @@ import shutil
 
 import pytest
 
-from musicembed_core.testing import make_fake_dist, run_cli
+from musicembed_core.testing import make_fake_dist, run_cli, run_params
 
 pytest.importorskip("musicembed_faiss", reason="the musicembed-faiss plugin is not installed")
 
 RUN_GIN = "runs/quickstart_faiss.gin"  # shipped by musicembed-faiss, found by name
 
 
-def _params(source, out, *extra):
-    args = []
-    for p in (f'run.source="{source}"', f'run.output_dir="{out}"', *extra):
-        args += ["--gin_param", p]
-    return args
-
-
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, example_dir):
     out = tmp_path_factory.mktemp("search") / "out"
-    proc = run_cli("run", "--gin_file", RUN_GIN, *_params(example_dir, out), "--no-progress", "--json")
+    proc = run_cli("run", "--gin_file", RUN_GIN, *run_params(example_dir, out), "--no-progress", "--json")
     summary = json.loads(proc.stdout)
     assert summary["files_ok"] == summary["files_total"] >= 6
     return example_dir, out, summary
@@ -35,7 +28,7 @@ def indexed(tmp_path_factory, example_dir):
 
 def _search(indexed, *args, check=True, extra_params=()):
     source, out, _ = indexed
-    return run_cli("search", "--gin_file", RUN_GIN, *_params(source, out, *extra_params), *args,
+    return run_cli("search", "--gin_file", RUN_GIN, *run_params(source, out, *extra_params), *args,
                    check=check)
 
 
@@ -131,7 +124,7 @@ def test_text_query_through_a_projector(indexed, tmp_path):
     make_fake_dist(tmp_path, "hashproj_plugin", PROJECTOR)
     env = {"PYTHONPATH": str(tmp_path)}
     source, out, _ = indexed
-    base = ["search", "--gin_file", RUN_GIN, *_params(source, out), "--text", "calm piano",
+    base = ["search", "--gin_file", RUN_GIN, *run_params(source, out), "--text", "calm piano",
             "--json", "--gin_param", "embedding.projector=@projectors.hashproj()",
             "--gin_param", f"projectors.hashproj.dim={dim}"]
     ok = run_cli(*base, env=env)
@@ -160,13 +153,13 @@ def test_exactly_one_query(indexed):
 def test_search_before_any_run_creates_nothing(tmp_path, example_dir):
     """The sink is opened read-only: no output folder, no faiss folder, a clear error."""
     out = tmp_path / "never-run"
-    proc = run_cli("search", "--gin_file", RUN_GIN, *_params(example_dir, out),
+    proc = run_cli("search", "--gin_file", RUN_GIN, *run_params(example_dir, out),
                    "--audio", str(example_dir / "c.ogg"), check=False)
     assert proc.returncode == 2
     assert "does not exist yet" in proc.stderr and "musicembed run" in proc.stderr
     assert not out.exists()
     out.mkdir()  # an output folder without the sink's files: still nothing created in it
-    proc = run_cli("search", "--gin_file", RUN_GIN, *_params(example_dir, out),
+    proc = run_cli("search", "--gin_file", RUN_GIN, *run_params(example_dir, out),
                    "--id", "c.ogg", check=False)
     assert proc.returncode == 2 and "logmel.faiss" in proc.stderr
     assert list(out.iterdir()) == []
@@ -176,7 +169,7 @@ def test_run_without_sink_suggests_a_binding_that_works(tmp_path, example_dir):
     """Follow the hint literally: the run gains a sink, and the search then works."""
     quickstart = "runs/quickstart.gin"
     out = tmp_path / "x"
-    proc = run_cli("search", "--gin_file", quickstart, *_params(example_dir, out),
+    proc = run_cli("search", "--gin_file", quickstart, *run_params(example_dir, out),
                    "--audio", str(example_dir / "c.ogg"), check=False)
     assert proc.returncode == 2 and "no sink" in proc.stderr
     assert "gin/sinks/faiss.gin" not in proc.stderr  # the old hint: a file that sets no run.sinks
@@ -184,9 +177,9 @@ def test_run_without_sink_suggests_a_binding_that_works(tmp_path, example_dir):
     hint = shlex.split(run_line.split("...", 1)[1])
     assert hint == ["--gin_param", "run.sinks=[@sinks.faiss()]"]
     assert re.search(r"runs/quickstart_faiss\.gin", proc.stderr)
-    summary = json.loads(run_cli("run", "--gin_file", quickstart, *_params(example_dir, out), *hint,
+    summary = json.loads(run_cli("run", "--gin_file", quickstart, *run_params(example_dir, out), *hint,
                                  "--no-progress", "--json").stdout)
     assert summary["files_ok"] >= 6
-    res = json.loads(run_cli("search", "--gin_file", quickstart, *_params(example_dir, out), *hint,
+    res = json.loads(run_cli("search", "--gin_file", quickstart, *run_params(example_dir, out), *hint,
                              "--audio", str(example_dir / "c.ogg"), "--json").stdout)
     assert res["hits"][0]["id"] == "c.ogg"

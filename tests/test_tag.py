@@ -20,7 +20,7 @@ import pytest
 from musicembed_core.stored import open_output
 from musicembed_core.tagging import parse_labels, prompts, tagging_key, top_tags
 from musicembed_core.errors import ConfigError
-from musicembed_core.testing import make_fake_dist, run_cli, subprocess_env
+from musicembed_core.testing import make_fake_dist, run_cli, run_params, subprocess_env
 
 pytest.importorskip("musicembed_faiss", reason="the musicembed-faiss plugin is not installed")
 
@@ -72,19 +72,12 @@ def register_text_projectors(register):
 '''
 
 
-def _params(source, out, *extra):
-    args = []
-    for p in (f'run.source="{source}"', f'run.output_dir="{out}"', *extra):
-        args += ["--gin_param", p]
-    return args
-
-
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, example_dir):
     """One indexed library (HDF5 + FAISS) and the plugin site with the test projector."""
     root = tmp_path_factory.mktemp("tag")
     out = root / "out"
-    proc = run_cli("run", "--gin_file", RUN_GIN, *_params(example_dir, out), "--no-progress", "--json")
+    proc = run_cli("run", "--gin_file", RUN_GIN, *run_params(example_dir, out), "--no-progress", "--json")
     summary = json.loads(proc.stdout)
     assert summary["files_ok"] == summary["files_total"] >= 6
     site = root / "site"
@@ -119,7 +112,7 @@ def _projector_params(out):
 def _cli(lib, cmd, *args, check=True, projector=True, gin=RUN_GIN):
     source, out, _, site = lib
     extra = _projector_params(out) if projector else []
-    return run_cli(cmd, "--gin_file", gin, *_params(source, out), *extra, *args,
+    return run_cli(cmd, "--gin_file", gin, *run_params(source, out), *extra, *args,
                    env=_env(site), check=check)
 
 
@@ -273,7 +266,7 @@ def test_milvus_lite_sink_gets_the_tags(indexed, tmp_path):
     out = tmp_path / "mout"
     gin = "runs/quickstart_milvus.gin"
     env = _env(site)
-    base = ["--gin_file", gin, *_params(source, out)]
+    base = ["--gin_file", gin, *run_params(source, out)]
     run_cli("run", *base, "--no-progress", env=env)
     lib = (source, out, summary, site)
     res = json.loads(_tag(lib, "--labels", LABELS, "--top-k", "2", "--json", gin=gin).stdout)
@@ -319,7 +312,7 @@ def test_run_never_made_is_refused_and_creates_nothing(indexed, tmp_path):
     never = tmp_path / "never-run"
     env = _env(site)
     for gin in (RUN_GIN, "runs/quickstart.gin"):
-        proc = run_cli("tag", "--gin_file", gin, *_params(source, never), *_projector_params(out),
+        proc = run_cli("tag", "--gin_file", gin, *run_params(source, never), *_projector_params(out),
                        "--labels", LABELS, env=env, check=False)
         assert proc.returncode == 2, proc.stderr
         assert "nothing to tag" in proc.stderr or "no stored tracks" in proc.stderr

@@ -1,6 +1,6 @@
 """Testing musicembed plugins: helpers, pytest fixtures and conformance suites.
 
-* helpers: :func:`run_cli`, :func:`make_fake_dist`, :func:`save_to_hub_cache`,
+* helpers: :func:`run_cli`, :func:`run_params`, :func:`make_fake_dist`, :func:`save_to_hub_cache`,
   :func:`registered_plugin`, :func:`subprocess_env`,
   :func:`records_from` (records from parallel ids / vectors / metadata lists);
 * fixtures (``musicembed_core.testing.pytest_plugin``, loaded automatically through
@@ -38,6 +38,7 @@ from .helpers import (  # noqa: E402
     make_fake_dist,
     registered_plugin,
     run_cli,
+    run_params,
     save_to_hub_cache,
     subprocess_env,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "records_from",
     "registered_plugin",
     "run_cli",
+    "run_params",
     "save_to_hub_cache",
     "subprocess_env",
 ]

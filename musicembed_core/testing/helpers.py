@@ -48,6 +48,15 @@ def run_cli(
     return proc
 
 
+def run_params(source: Any, out: Any, *extra: str) -> list[str]:
+    """``--gin_param`` options setting ``run.source`` and ``run.output_dir`` (then ``extra``
+    bindings), for :func:`run_cli`: ``run_cli("run", "--gin_file", GIN, *run_params(src, out))``."""
+    args: list[str] = []
+    for binding in (f'run.source="{source}"', f'run.output_dir="{out}"', *extra):
+        args += ["--gin_param", binding]
+    return args
+
+
 def make_fake_dist(site: Path, name: str, module_source: str, ep_name: str | None = None,
                    version: str = "1.2.3") -> None:
     """Write a module plus dist-info with a ``musicembed`` entry point into ``site``.

@@ -12,16 +12,9 @@ import pytest
 import torch
 
 from musicembed_core.audio import load_audio
-from musicembed_core.testing import run_cli
+from musicembed_core.testing import run_cli, run_params
 
 QUERY = "positive jazzy lofi"
-
-
-def _params(source, out, *extra):
-    args = []
-    for p in (f'run.source="{source}"', f'run.output_dir="{out}"', *extra):
-        args += ["--gin_param", p]
-    return args
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +37,11 @@ def expected(reference, example_dir):
 
 def _index_and_query(gin, sink_pkg, env, example_dir, out):
     pytest.importorskip(sink_pkg, reason=f"{sink_pkg} is not installed")
-    summary = json.loads(run_cli("run", "--gin_file", gin, *_params(example_dir, out), "--no-progress",
+    summary = json.loads(run_cli("run", "--gin_file", gin, *run_params(example_dir, out), "--no-progress",
                                  "--json", env=env).stdout)
     assert summary["files_ok"] == summary["files_total"] >= 6
     assert summary["embeddings"][0]["dim"] == 12
-    res = json.loads(run_cli("search", "--gin_file", gin, *_params(example_dir, out), "--text", QUERY,
+    res = json.loads(run_cli("search", "--gin_file", gin, *run_params(example_dir, out), "--text", QUERY,
                              "-k", "50", "--json", env=env).stdout)
     return summary, res
 
@@ -79,8 +72,8 @@ def test_text_search_on_milvus_lite(env, example_dir, expected, tmp_path):
 def test_the_projector_is_refused_for_another_space(env, example_dir, tmp_path):
     pytest.importorskip("musicembed_faiss", reason="musicembed-faiss is not installed")
     gin, out = "runs/quickstart_faiss.gin", tmp_path / "logmel"
-    run_cli("run", "--gin_file", gin, *_params(example_dir, out), "--no-progress", env=env)
-    proc = run_cli("search", "--gin_file", gin, *_params(example_dir, out), "--text", QUERY,
+    run_cli("run", "--gin_file", gin, *run_params(example_dir, out), "--no-progress", env=env)
+    proc = run_cli("search", "--gin_file", gin, *run_params(example_dir, out), "--text", QUERY,
                    "--gin_param", "embedding.projector=@projectors.clap_musicgen()",
                    "--gin_param", "projectors.clap_musicgen.model='yuhuacheng/clap-musicgen'",
                    env=env, check=False)
@@ -96,8 +89,8 @@ def test_zero_shot_tagging_on_the_example_clips(env, reference, example_dir, tmp
     pytest.importorskip("musicembed_faiss", reason="musicembed-faiss is not installed")
     labels = ["jazz", "rock", "ambient", "piano", "drums"]
     gin, out = "runs/clap_musicgen.gin", tmp_path / "out"
-    run_cli("run", "--gin_file", gin, *_params(example_dir, out), "--no-progress", env=env)
-    res = json.loads(run_cli("tag", "--gin_file", gin, *_params(example_dir, out), "--labels", ",".join(labels),
+    run_cli("run", "--gin_file", gin, *run_params(example_dir, out), "--no-progress", env=env)
+    res = json.loads(run_cli("tag", "--gin_file", gin, *run_params(example_dir, out), "--labels", ",".join(labels),
                              "--template", "{label} music", "--top-k", "2", "--json", env=env).stdout)
     text = reference.text([f"{label} music" for label in labels])
     tracks = {t["id"]: t["tags"] for t in res["tracks"]}

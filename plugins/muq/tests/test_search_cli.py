@@ -11,17 +11,13 @@ import pytest
 import torch
 
 from musicembed_core.audio import load_audio
-from musicembed_core.testing import run_cli
+from musicembed_core.testing import run_cli, run_params
 
 QUERY = "calm piano with soft strings"
 
 
 def _params(source, out, *extra):
-    args = []
-    for p in (f'run.source="{source}"', f'run.output_dir="{out}"', 'encoders.mulan.window_seconds=2.0',
-              *extra):
-        args += ["--gin_param", p]
-    return args
+    return run_params(source, out, "encoders.mulan.window_seconds=2.0", *extra)
 
 
 @pytest.fixture(scope="module")
