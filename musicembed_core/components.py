@@ -447,7 +447,7 @@ class TextProjector(Component):
         """The usual body of :meth:`embed_text`: refuses one ``str``, calls :meth:`load`, and
         runs ``embed_batch`` on up to ``batch_size`` texts at a time under
         ``torch.inference_mode``; float32 on the CPU, ``[0, dim]`` for no texts.
-        ``return self.embed_batched(texts, self.batch_size, self._tower_on)``."""
+        ``return self.embed_batched(texts, self.batch_size, self._embed_batch)``."""
         import torch
 
         if isinstance(texts, str):
@@ -503,7 +503,7 @@ def check_projector(projector: TextProjector, space: "EmbeddingSpace") -> None:
         reasons = _differences(want, have, subset=True)
         chain = [e.get("name", "?") for e in want["enrichers"]]
         tied = f"belongs to encoder {want['encoder'].get('name')!r} with chain {chain}"
-    if projector.dim and projector.dim != space.dim and not any(r.startswith("dim") for r in reasons):
+    if projector.dim and projector.dim != space.dim and not any(r.startswith("dim:") for r in reasons):
         reasons.append(f"dim: the projector outputs {projector.dim}, the space has {space.dim}")
     if reasons:
         label = f"embedding {space.name!r} (space {space.hash})" if space.name else f"space {space.hash}"
