@@ -175,11 +175,12 @@ def check_metric(metric: str, where: str) -> str:
     return m
 
 
-def unit_rows(x: Any) -> "np.ndarray":
-    """A float32 C-contiguous copy of ``x`` ``[n, d]`` with unit-length rows (zero rows stay zero)."""
+def unit_rows(x: Any, dtype: Any = "float32") -> "np.ndarray":
+    """A C-contiguous copy of ``x`` ``[n, d]`` (float32, or ``dtype``) with unit-length rows
+    (zero rows stay zero)."""
     import numpy as np
 
-    out = np.array(x, dtype=np.float32, order="C", copy=True)
+    out = np.array(x, dtype=dtype, order="C", copy=True)
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     np.divide(out, norms, out=out, where=norms > 0)
     return out

@@ -23,6 +23,8 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ..sinkkit import unit_rows
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
@@ -52,22 +54,14 @@ def label_matrix(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> "np
     return out
 
 
-def unit_rows(x: Any) -> "np.ndarray":
-    """Rows scaled to unit length, float64 (zero rows stay zero)."""
-    import numpy as np
-
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-
-
 def chance_ap(m: "np.ndarray", r: "np.ndarray") -> "np.ndarray":
     """Expected average precision of a random ranking of ``m`` items, ``r`` of them relevant."""
     import numpy as np
 
     m = np.asarray(m, dtype=np.float64)
     r = np.asarray(r, dtype=np.float64)
-    h = np.array([_harmonic(int(v)) for v in m.ravel()]).reshape(m.shape)
+    sizes, where = np.unique(m, return_inverse=True)  # one harmonic number per distinct size
+    h = np.array([_harmonic(int(v)) for v in sizes])[where].reshape(m.shape)
     frac = np.divide(r - 1, m - 1, out=np.ones_like(m), where=m > 1)
     return (h + frac * (m - h)) / m
 
@@ -83,7 +77,7 @@ def retrieval(vectors: Any, member: "np.ndarray", ks: Sequence[int]) -> dict[str
     labels are ``member`` ``[N, C]`` (bool)."""
     import numpy as np
 
-    x = unit_rows(vectors)
+    x = unit_rows(vectors, dtype=np.float64)
     y = np.asarray(member, dtype=np.float64)
     n = x.shape[0]
     m = n - 1
