@@ -21,6 +21,7 @@ stream serial number, so content hashes of those files change on every write.
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 from typing import Sequence
@@ -82,7 +83,6 @@ def synth_clip(seconds: float, sample_rate: int = 22050, seed: int = 0, channels
 
     melody = np.zeros(n)
     bass = np.zeros(n)
-    drums = np.zeros(n)
 
     # Melody: notes from the scale, each with an exponential decay envelope.
     note_len = note_len_beats * beat
@@ -119,25 +119,8 @@ def synth_clip(seconds: float, sample_rate: int = 22050, seed: int = 0, channels
         bass[start:stop] += (np.sin(2 * np.pi * f0 * t) + 0.3 * np.sin(4 * np.pi * f0 * t)) * np.exp(-1.5 * t)
 
     # Drums: kick on beats 1/3, snare (noise burst) on 2/4, hi-hats on subdivisions.
-    noise = rng.standard_normal(n)
-    for i in range(int(np.ceil(seconds / beat)) + 1):
-        start = int(i * beat * sample_rate)
-        if start >= n:
-            break
-        seg = min(n - start, int(0.25 * sample_rate))
-        t = t_all[:seg]
-        if i % 2 == 0:
-            f = 50.0 + 100.0 * np.exp(-t * 30.0)
-            drums[start : start + seg] += 0.9 * np.sin(2 * np.pi * np.cumsum(f) / sample_rate) * np.exp(-t * 12.0)
-        else:
-            drums[start : start + seg] += noise_level * 2.0 * noise[start : start + seg] * np.exp(-t * 25.0)
-        for k in range(hat_div):
-            hs = start + int(k * beat / hat_div * sample_rate)
-            hseg = min(n - hs - 1, int(0.04 * sample_rate))
-            if hseg <= 0:
-                continue
-            h = np.diff(noise[hs : hs + hseg + 1])  # crude high-pass
-            drums[hs : hs + hseg] += noise_level * 0.5 * h * np.exp(-t_all[:hseg] * 120.0)
+    drums = _drum_pattern(n, sample_rate, beat, rng.standard_normal(n), kick=0.9, snare=noise_level * 2.0,
+                          hat=noise_level * 0.5, hat_div=hat_div)
 
     voices = (melody, bass, drums)
     if channels == 1:
@@ -477,10 +460,18 @@ def synth_captioned_clip(attrs: dict[str, str], seconds: float = 4.0, sample_rat
 
 def _drums(n: int, sample_rate: int, beat: float, rng: np.random.Generator) -> np.ndarray:
     """Kick on beats 1 and 3, snare on 2 and 4, hi-hats on eighths; peak 1."""
+    drums = _drum_pattern(n, sample_rate, beat, rng.standard_normal(n), kick=1.0, snare=0.6, hat=0.4, hat_div=2)
+    return drums / max(1e-9, float(np.max(np.abs(drums))))
+
+
+def _drum_pattern(n: int, sample_rate: int, beat: float, noise: np.ndarray, *, kick: float, snare: float,
+                  hat: float, hat_div: int) -> np.ndarray:
+    """``n`` samples of drums: a pitch-falling kick (gain ``kick``) on beats 1 and 3, a noise-burst snare
+    (``snare``) on 2 and 4, and ``hat_div`` hi-hats per beat (``hat``: first difference of ``noise``, a
+    crude high-pass)."""
     drums = np.zeros(n)
-    noise = rng.standard_normal(n)
     t_all = np.arange(n, dtype=np.float64) / sample_rate
-    for i in range(int(np.ceil(n / sample_rate / beat)) + 1):
+    for i in itertools.count():
         start = int(i * beat * sample_rate)
         if start >= n:
             break
@@ -488,15 +479,15 @@ def _drums(n: int, sample_rate: int, beat: float, rng: np.random.Generator) -> n
         t = t_all[:seg]
         if i % 2 == 0:
             f = 50.0 + 100.0 * np.exp(-t * 30.0)
-            drums[start:start + seg] += np.sin(2 * np.pi * np.cumsum(f) / sample_rate) * np.exp(-t * 12.0)
+            drums[start:start + seg] += kick * np.sin(2 * np.pi * np.cumsum(f) / sample_rate) * np.exp(-t * 12.0)
         else:
-            drums[start:start + seg] += 0.6 * noise[start:start + seg] * np.exp(-t * 25.0)
-        for k in range(2):
-            hs = start + int(k * beat / 2 * sample_rate)
+            drums[start:start + seg] += snare * noise[start:start + seg] * np.exp(-t * 25.0)
+        for k in range(hat_div):
+            hs = start + int(k * beat / hat_div * sample_rate)
             hseg = min(n - hs - 1, int(0.04 * sample_rate))
             if hseg > 0:
-                drums[hs:hs + hseg] += 0.4 * np.diff(noise[hs:hs + hseg + 1]) * np.exp(-t_all[:hseg] * 120.0)
-    return drums / max(1e-9, float(np.max(np.abs(drums))))
+                drums[hs:hs + hseg] += hat * np.diff(noise[hs:hs + hseg + 1]) * np.exp(-t_all[:hseg] * 120.0)
+    return drums
 
 
 def make_captioned_set(folder: str | os.PathLike, count: int = 120, seconds: float = 4.0, seed: int = 0,
