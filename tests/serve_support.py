@@ -1,6 +1,7 @@
 """Shared by the tests of ``musicembed serve`` (tests/test_serve*.py): a generated library
 indexed in this process with a shipped run file, and the real service (uvicorn) on a free
-port in a thread."""
+port in a thread. The fixtures ``server`` and ``client`` serve the importing module's ``run``
+fixture (import them into the test module)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import contextlib
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
+
+import pytest
 
 FAISS_GIN = "runs/quickstart_faiss.gin"  # shipped by musicembed-faiss, found by name
 MILVUS_GIN = "runs/quickstart_milvus.gin"  # shipped by musicembed-milvus
@@ -69,6 +72,22 @@ def serving(cfg: Any, **kwargs: Any) -> Iterator[Any]:
     library = Library(cfg).open()
     with BackgroundServer(library, **kwargs) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def server(run: Any) -> Iterator[Any]:
+    """The service over the test module's ``run`` fixture, once per module."""
+    with serving(run) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: Any) -> Iterator[Any]:
+    """An HTTP client of ``server``."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
 
 
 def copy_library(src: Path, dst: Path) -> Path:

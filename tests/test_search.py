@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -88,40 +89,13 @@ def test_text_without_projector_names_what_is_needed(indexed):
     assert "needs a text projector" in proc.stderr and "embedding.projector" in proc.stderr
 
 
-PROJECTOR = '''
-import hashlib
-import numpy as np
-from musicembed_core import TextProjector, hookimpl
-
-class HashProjector(TextProjector):
-    """Deterministic text -> vector map, tied to an encoder + chain (tests the wiring only)."""
-    name = "hashproj"
-
-    def __init__(self, encoder: str = "logmel", dim: int = 192):
-        self.encoder = encoder
-        self.dim = dim
-
-    def target(self):
-        return {"encoder": self.encoder,
-                "enrichers": ["layers", "stats", "flatten", "l2_normalize"]}
-
-    def embed_text(self, texts):
-        out = []
-        for t in texts:
-            seed = int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)
-            out.append(np.random.default_rng(seed).standard_normal(self.dim).astype("float32"))
-        return np.stack(out)
-
-@hookimpl
-def register_text_projectors(register):
-    register(HashProjector)
-'''
+HASH_PROJECTOR = Path(__file__).with_name("hash_projector.py")  # projectors.hashproj
 
 
 def test_text_query_through_a_projector(indexed, tmp_path):
     _, _, summary = indexed
     space, dim = summary["embeddings"][0]["space_hash"], summary["embeddings"][0]["dim"]
-    make_fake_dist(tmp_path, "hashproj_plugin", PROJECTOR)
+    make_fake_dist(tmp_path, "hashproj_plugin", HASH_PROJECTOR.read_text())
     env = {"PYTHONPATH": str(tmp_path)}
     source, out, _ = indexed
     base = ["search", "--gin_file", RUN_GIN, *run_params(source, out), "--text", "calm piano",

@@ -20,6 +20,7 @@ pytest.importorskip("fastapi", reason="install the serve extra: pip install 'mus
 
 sys.path.insert(0, str(Path(__file__).parent))
 import serve_support as ss  # noqa: E402
+from serve_support import client, server  # noqa: E402,F401  (fixtures over this module's `run`)
 
 from musicembed_core.search import Query, search  # noqa: E402
 
@@ -31,18 +32,6 @@ def run(tmp_path_factory):
     cfg = ss.run_config(ss.FAISS_GIN, src, root / "out")
     ss.index(cfg)
     return cfg
-
-
-@pytest.fixture(scope="module")
-def server(run):
-    with ss.serving(run) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
 
 
 def _error(resp, status):
@@ -456,48 +445,16 @@ def test_watch_indexes_new_files(run, tmp_path):
 
 # ---------------------------------------------------------------- text queries
 
-PROJECTOR = '''
-import hashlib
-import numpy as np
-from musicembed_core import TextProjector, hookimpl
 
-class HashProjector(TextProjector):
-    """Deterministic text -> vector map tied to logmel + mean/std (tests the wiring only)."""
-    name = "hashproj_serve"
+def test_text_query_through_a_projector(run, register_plugin):
+    import hash_projector  # tests/hash_projector.py: projectors.hashproj
 
-    def __init__(self, dim: int = 384):
-        self.dim = dim
-
-    def target(self):
-        return {"encoder": "logmel", "enrichers": ["layers", "stats", "flatten", "l2_normalize"]}
-
-    def embed_text(self, texts):
-        out = []
-        for t in texts:
-            seed = int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)
-            out.append(np.random.default_rng(seed).standard_normal(self.dim).astype("float32"))
-        return np.stack(out)
-
-@hookimpl
-def register_text_projectors(register):
-    register(HashProjector)
-'''
-
-
-def test_text_query_through_a_projector(run, register_plugin, tmp_path):
-    import importlib.util
-
-    path = tmp_path / "hashproj_serve.py"
-    path.write_text(PROJECTOR)
-    spec = importlib.util.spec_from_file_location("hashproj_serve", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    register_plugin(module, "hashproj_serve")
+    register_plugin(hash_projector, "hashproj")
     cfg = ss.run_config(ss.FAISS_GIN, Path(run.source), Path(run.output_dir),
-                        "embedding.projector=@projectors.hashproj_serve()")
+                        "embedding.projector=@projectors.hashproj()", "projectors.hashproj.dim=384")
     with ss.serving(cfg) as srv, httpx.Client(base_url=srv.url, timeout=60) as c:
         (e,) = c.get("/embeddings").json()["embeddings"]
-        assert e["queries"] == ["id", "audio", "text"] and e["projector"] == "hashproj_serve"
+        assert e["queries"] == ["id", "audio", "text"] and e["projector"] == "hashproj"
         res = c.post("/search", json={"text": "calm piano", "k": 3}).json()
         want = search(cfg, Query(text="calm piano", k=3)).as_dict()
         assert [h["id"] for h in res["hits"]] == [h["id"] for h in want["hits"]]

@@ -16,6 +16,7 @@ pytest.importorskip("fastapi", reason="install the serve extra: pip install 'mus
 
 sys.path.insert(0, str(Path(__file__).parent))
 import serve_support as ss  # noqa: E402
+from serve_support import client, server  # noqa: E402,F401  (fixtures over this module's `run`)
 
 from musicembed_core.search import Query, search  # noqa: E402
 
@@ -27,18 +28,6 @@ def run(tmp_path_factory):
     cfg = ss.run_config(ss.MILVUS_GIN, src, root / "out")
     ss.index(cfg)
     return cfg
-
-
-@pytest.fixture(scope="module")
-def server(run):
-    with ss.serving(run) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
 
 
 def test_search_tracks_audio(client, run):
