@@ -109,13 +109,15 @@ def _a2t_chance_r10(owner: "np.ndarray", n_tracks: int) -> float:
     import numpy as np
 
     total = len(owner)
+    # The miss probability depends on m only: once per distinct caption count.
+    sizes, of_track = np.unique(np.bincount(owner, minlength=n_tracks), return_inverse=True)
     miss = []
-    for m in np.bincount(owner, minlength=n_tracks):
+    for m in sizes:
         p = 1.0
         for i in range(min(10, total)):
-            p *= max(total - m - i, 0) / (total - i)
+            p *= max(total - int(m) - i, 0) / (total - i)
         miss.append(p)
-    return float(1.0 - np.mean(miss))
+    return float(1.0 - np.mean(np.asarray(miss)[of_track]))
 
 
 def retrieval_metrics(text: Any, caption_track: Sequence[int], audio: Any) -> dict[str, dict[str, float]]:

@@ -70,8 +70,10 @@ def text_model(
 
 @dataclass(frozen=True)
 class HeadSettings:
-    hidden: int = 1024
-    dropout: float = 0.1
+    """``projection_head.*`` (defaults and checks: :func:`projection_head`)."""
+
+    hidden: int
+    dropout: float
 
 
 @gin.configurable("projection_head")
@@ -87,29 +89,29 @@ def projection_head(hidden: int = 1024, dropout: float = 0.1) -> HeadSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """``train.*`` (see :func:`train_settings`)."""
+    """``train.*`` (defaults and checks: :func:`train_settings`)."""
 
-    temperature: float = 0.07
-    batch_size: int = 32
-    grad_accum: int = 8
-    lr_head: float = 5e-5
-    lr_lora: float = 2e-5
-    weight_decay: float = 0.1
-    warmup_steps: int = 2000
-    warmup_max_fraction: float = 0.1
-    epochs: int = 20
-    patience: int = 5
-    seed: int = 0
-    bf16: Any = "auto"
-    val_fraction: float = 0.1
-    test_fraction: float = 0.0
-    test_ids: Any = None
-    device: str = "auto"
-    save_every_steps: int = 200
-    max_grad_norm: float | None = 1.0
-    eval_batch_size: int = 128
-    log_every_steps: int = 10
-    lora: bool = True
+    temperature: float
+    batch_size: int
+    grad_accum: int
+    lr_head: float
+    lr_lora: float
+    weight_decay: float
+    warmup_steps: int
+    warmup_max_fraction: float
+    epochs: int
+    patience: int
+    seed: int
+    bf16: Any
+    val_fraction: float
+    test_fraction: float
+    test_ids: Any
+    device: str
+    save_every_steps: int
+    max_grad_norm: float | None
+    eval_batch_size: int
+    log_every_steps: int
+    lora: bool
 
 
 @gin.configurable("train")
@@ -174,8 +176,7 @@ def train_settings(
     if int(warmup_steps) < 0 or not 0.0 <= float(warmup_max_fraction) <= 1.0:
         raise ConfigError(f"train.warmup_steps={warmup_steps!r} must be >= 0 and "
                           f"train.warmup_max_fraction={warmup_max_fraction!r} in [0, 1]")
-    if int(patience) < 1:
-        raise ConfigError(f"train.patience={patience!r} must be >= 1")
+    patience = positive("patience", patience)
     if bf16 not in (True, False, "auto"):
         raise ConfigError(f"train.bf16={bf16!r}: give True, False or 'auto'")
     if not 0.0 < float(val_fraction) < 1.0:
@@ -190,7 +191,7 @@ def train_settings(
         grad_accum=positive("grad_accum", grad_accum), lr_head=float(lr_head),
         lr_lora=float(lr_lora), weight_decay=float(weight_decay), warmup_steps=int(warmup_steps),
         warmup_max_fraction=float(warmup_max_fraction), epochs=positive("epochs", epochs),
-        patience=int(patience), seed=int(seed), bf16=bf16, val_fraction=float(val_fraction),
+        patience=patience, seed=int(seed), bf16=bf16, val_fraction=float(val_fraction),
         test_fraction=float(test_fraction), test_ids=test_ids, device=str(device),
         save_every_steps=positive("save_every_steps", save_every_steps),
         max_grad_norm=None if max_grad_norm is None else float(max_grad_norm),

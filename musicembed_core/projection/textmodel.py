@@ -49,6 +49,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from ..errors import ConfigError  # noqa: E402
+from .settings import DEFAULT_TASK  # noqa: E402
 from .checkpoint import (  # noqa: E402
     CONFIG_FILE,
     FORMAT,
@@ -128,7 +129,7 @@ class TextModelSpec:
     prompt: str | None = None
     """Template of what is tokenised, with ``{text}`` and optionally ``{task}``, e.g.
     Qwen3-Embedding's ``"Instruct: {task}\\nQuery:{text}"``; ``None``: the text alone."""
-    task: str = "Given a description of music, retrieve audio that matches it"
+    task: str = DEFAULT_TASK
     """What ``{task}`` in the prompt becomes."""
     max_length: int = 128
     """Tokens per text (prompt included); longer texts are truncated."""
@@ -224,9 +225,10 @@ def _load_base(spec: TextModelSpec) -> _Loaded:
         from ..hub import resolve_checkpoint
 
         ckpt = resolve_checkpoint(spec.model, spec.revision, spec.cache_dir)
-        # The tokenizer from the very same snapshot (a repo id: its commit).
-        tok_rev = ckpt.revision if not Path(spec.model).expanduser().is_dir() else None
-        resolve_checkpoint(spec.model, tok_rev, spec.cache_dir, files=TOKENIZER_FILES)
+        if not Path(spec.model).expanduser().is_dir():
+            # A repo id: the tokenizer files from the very same snapshot (its commit). A local
+            # folder holds them already (checked below).
+            resolve_checkpoint(spec.model, ckpt.revision, spec.cache_dir, files=TOKENIZER_FILES)
         folder, resolved = ckpt.path, ckpt.revision
         where = f"text model {ckpt.where(spec.model)}"
         if not any((folder / n).is_file() for n in ("tokenizer.json", "vocab.txt", "vocab.json")) and \

@@ -47,7 +47,6 @@ only when training starts.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -87,8 +86,8 @@ Changing ``epochs`` changes the schedule's length from then on."""
 
 # --------------------------------------------------------------------------- gin configurables
 # (in .settings, which gin registration imports without the loop)
-from .settings import (DEFAULT_TASK, HeadSettings, TrainSettings, projection_head,  # noqa: E402,F401
-                       text_model, train_settings)
+from .settings import (HeadSettings, TrainSettings, projection_head, text_model,  # noqa: E402,F401
+                       train_settings)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -181,19 +180,12 @@ def open_vectors(vectors: str | None = None, cfg: Any = None, embedding: str | N
     return open_run_output(cfg, PreparedEmbedding.build(spec), doing=doing)
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_training_data(out: Any, captions: str, captions_format: str = "auto") -> TrainingData:
     """Read ``out``'s vectors, join the caption file to its ids (errors say what was tried)."""
     import numpy as np
 
     from .captions import join_captions, read_captions
+    from .checkpoint import sha256_file
 
     cf = read_captions(captions, captions_format)
     ids = list(out.ids)
@@ -227,7 +219,7 @@ def load_training_data(out: Any, captions: str, captions_format: str = "auto") -
         texts={t: joined.texts[t] for t in keep}, joined=joined,
         paths={t: paths[t] for t in keep if t in paths},
         captions_path=str(Path(captions).expanduser().absolute()), captions_format=cf.fmt,
-        captions_sha256=_sha256(str(Path(captions).expanduser())),
+        captions_sha256=sha256_file(Path(captions).expanduser()),
     )
 
 
@@ -644,10 +636,6 @@ class _Progress:
         self.bar.console.print(text, highlight=False, soft_wrap=True)
 
 
-def _settings_json(settings: TrainSettings) -> dict[str, Any]:
-    return asdict(settings)
-
-
 def _resolve_test_ids(settings: TrainSettings) -> list[str] | None:
     from .captions import read_id_list
 
@@ -795,12 +783,12 @@ def train_projector(req: TrainRequest, spec: "TextModelSpec", head: HeadSettings
                     "dim": data.space.dim},
         "captions": {"path": data.captions_path, "format": data.captions_format,
                      "sha256": data.captions_sha256},
-        "text_model": asdict(spec), "head": asdict(head), "train": _settings_json(settings),
+        "text_model": asdict(spec), "head": asdict(head), "train": asdict(settings),
     }
     resuming = prepare_output(outdir, config, req.restart)
     summary_path = outdir / "training_summary.json"
     if resuming:
-        _, doc = read_training_state(outdir / "last")
+        state_tensors, doc = read_training_state(outdir / "last")
         if doc.get("finished") and not _trains_on(doc, settings) and summary_path.is_file():
             summary = json.loads(summary_path.read_text(encoding="utf-8"))
             console.print(
@@ -841,9 +829,8 @@ def train_projector(req: TrainRequest, spec: "TextModelSpec", head: HeadSettings
 
         from .checkpoint import WEIGHTS_FILE
 
-        tensors, doc = read_training_state(outdir / "last")
         model.load_trainable_state(load_file(str(outdir / "last" / WEIGHTS_FILE), device=str(device)))
-        state = restore_training_state(tensors, doc, optimizer, device)
+        state = restore_training_state(state_tensors, doc, optimizer, device)
         state.sessions += 1
         if state.finished and _trains_on(doc, settings):
             console.print(f"training on from epoch {state.epoch} to train.epochs={settings.epochs}",
@@ -874,6 +861,7 @@ def train_projector(req: TrainRequest, spec: "TextModelSpec", head: HeadSettings
         f"steps over {settings.epochs} epochs, warmup {warmup} ({WARMUP_RULE}); device {device}"
         f"{', bf16' if bf16 else ''}", highlight=False, soft_wrap=True)
     model.train()
+    trainable = [p for g in optimizer.param_groups for p in g["params"]]
     session_start = time.perf_counter()
     stop_now = False
     try:
@@ -894,20 +882,19 @@ def train_projector(req: TrainRequest, spec: "TextModelSpec", head: HeadSettings
                     loss = info_nce(text_vec, audio[rows].to(device), rows.to(device),
                                     settings.temperature)
                     (loss / in_group).backward()
-                    window_loss += float(loss.detach())
+                    loss_value = float(loss.detach())
+                    window_loss += loss_value
                     window_n += 1
                     state.pairs_seen += len(idx)
                     boundary = (b + 1) % settings.grad_accum == 0 or b + 1 == n_batches
-                    bar.advance(float(loss.detach()))
+                    bar.advance(loss_value)
                     if not boundary:
                         continue
                     factor = lr_factor(state.step, warmup, total)
                     for g in optimizer.param_groups:
                         g["lr"] = g["initial_lr"] * factor
                     if settings.max_grad_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(
-                            [p for g in optimizer.param_groups for p in g["params"]],
-                            settings.max_grad_norm)
+                        torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     state.step += 1
