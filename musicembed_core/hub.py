@@ -337,6 +337,10 @@ def resolve_device(device: str) -> str:
         raise ModelLoadError(f"device={device!r}: MPS is not available here; use 'cpu' or 'auto'")
     if kind not in ("cpu", "cuda", "mps"):
         raise ModelLoadError(f"device={device!r}: expected cpu, cuda, cuda:N, mps or auto")
+    try:
+        torch.device(device)  # the index part, e.g. 'cpu:0x'
+    except RuntimeError as exc:
+        raise ModelLoadError(f"device={device!r}: expected cpu, cuda, cuda:N, mps or auto ({exc})") from None
     return device
 
 

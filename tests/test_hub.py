@@ -139,6 +139,8 @@ def test_device_and_dtype_checks():
     assert hub.resolve_device("auto") in ("cpu", "cuda", "mps")
     with pytest.raises(ModelLoadError, match="expected cpu, cuda"):
         hub.resolve_device("tpu")
+    with pytest.raises(ModelLoadError, match="'cpu:0x': expected cpu, cuda"):
+        hub.resolve_device("cpu:0x")
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="CUDA is not available"):
             hub.resolve_device("cuda")
