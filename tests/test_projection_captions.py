@@ -462,3 +462,11 @@ def test_captioned_clips_are_told_apart_by_the_logmel_encoder(tmp_path):
     # (measured: instrument 0.76, register 1.0, tempo 0.7, drums 0.84)
     assert agree["instrument"] >= 0.6 and agree["register"] >= 0.9, agree
     assert agree["tempo"] >= 0.6 and agree["drums"] >= 0.7, agree
+
+
+def test_the_cli_offers_exactly_the_reader_formats():
+    """cli.py repeats the format names (it imports no projection module at start-up): kept in step."""
+    from musicembed_core import cli
+    from musicembed_core.projection.captions import FORMATS
+
+    assert cli._CAPTION_FORMATS == FORMATS
