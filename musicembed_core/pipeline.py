@@ -725,8 +725,15 @@ def jobs_for(
     files = find_audio_files(root, skipped)
     if limit is not None:
         files = files[:limit]
-    base = root if root.is_dir() else root.parent
+    base = source_base(root)
     return [Job(path=f, id=f.relative_to(base).as_posix()) for f in files]
+
+
+def source_base(source: str | os.PathLike) -> Path:
+    """The folder track ids are relative to: ``source`` itself, or the folder of a
+    ``source`` that is one file."""
+    root = Path(source).expanduser()
+    return root if not root.is_file() else root.parent
 
 
 def embed_paths(

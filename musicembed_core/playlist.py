@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
+from .pipeline import source_base
 from .search import (
     OpenIndex,
     Query,
     TrackNotFoundError,
     check_not_empty,
     query_vector,
+    stored_vectors,
     unknown_track,
 )
 
@@ -103,13 +105,6 @@ def parse_tag_caps(items: Sequence[str]) -> dict[str, int]:
     return caps
 
 
-def track_path(source: str | os.PathLike[str], track_id: str, metadata: Mapping[str, Any]) -> str:
-    """Absolute path of a stored track: under ``run.source`` (as the run named it)."""
-    root = Path(source).expanduser()
-    base = root if not root.is_file() else root.parent
-    return os.path.abspath(base / track_id)
-
-
 def title_of(track_id: str, metadata: Mapping[str, Any]) -> str:
     title = metadata.get("title")
     artist = metadata.get("artist")
@@ -162,8 +157,7 @@ def resolve_seeds(index: OpenIndex, source: str | os.PathLike[str], values: Sequ
     or any other audio file (embedded as a query); then ``--text`` seeds."""
     with index.lock:
         stored = set(index.sink.fetch_metadata(list(values))) if values else set()
-    root = Path(source).expanduser()
-    base = (root if not root.is_file() else root.parent).resolve()
+    base = source_base(source).resolve()
     seeds: list[Seed] = []
     for value in values:
         if value in stored:
@@ -213,33 +207,38 @@ def make_playlist(
     prep, sink = index.prep, index.sink
     sign = -1.0 if str(getattr(sink, "metric", "cosine")).lower() == "l2" else 1.0
 
-    # Seed vectors: stored ones fetched from the sink, files and texts embedded as queries.
+    # Seed vectors: stored ones fetched from the sink (at once), files and texts embedded
+    # as queries.
+    ids = [s.track_id for s in seeds if s.track_id is not None]
+    with index.lock:
+        found = stored_vectors(sink, list(dict.fromkeys(ids))) if ids else {}
     seed_ids: list[str] = []
     vectors: list[Any] = []
     for seed in seeds:
         if seed.track_id is not None:
-            with index.lock:
-                found = sink.fetch([seed.track_id])
             if seed.track_id not in found:
                 raise unknown_track(seed.track_id, sink, "--seed")
             if seed.track_id not in seed_ids:
                 seed_ids.append(seed.track_id)
                 vectors.append(found[seed.track_id])
         else:
-            query = Query(audio=seed.audio, text=seed.text)
-            index.load_model(query)
-            vectors.append(query_vector(prep, sink, query))
+            vectors.append(query_vector(prep, sink, Query(audio=seed.audio, text=seed.text)))
     queries = np.stack([np.asarray(v, dtype=np.float32) for v in vectors])
 
     with index.lock:
         seed_meta = sink.fetch_metadata(seed_ids) if seed_ids else {}
+    base = source_base(source)  # a track's path: under run.source, as the run named it
+
+    def entry(tid: str, meta: dict[str, Any], score: float | None, seed: bool) -> PlaylistEntry:
+        return PlaylistEntry(tid, os.path.abspath(base / tid), score, seed, _duration(meta),
+                             title_of(tid, meta), meta)
+
     caps = _Caps(max_per_folder, max_per_tag or {})
     entries: list[PlaylistEntry] = []
     for sid in seed_ids[:n]:
         meta = dict(seed_meta.get(sid, {}))
         caps.take(sid, meta)
-        entries.append(PlaylistEntry(sid, track_path(source, sid, meta), None, True,
-                                     _duration(meta), title_of(sid, meta), meta))
+        entries.append(entry(sid, meta, None, True))
 
     # Neighbours: ask for more than needed (seeds and capped tracks are left out), and
     # again with a larger k while the caps leave the mix short and the index has more.
@@ -278,10 +277,7 @@ def make_playlist(
         if len(entries) + len(picked) >= n or k >= total:
             break
         k = min(total, 4 * k)
-    for tid in picked:
-        meta = metas[tid]
-        entries.append(PlaylistEntry(tid, track_path(source, tid, meta), scores[tid] * sign, False,
-                                     _duration(meta), title_of(tid, meta), meta))
+    entries += [entry(tid, metas[tid], scores[tid] * sign, False) for tid in picked]
     return Playlist(seeds=[s.describe() for s in seeds], embedding=prep.name, combine=combine,
                     entries=entries, requested=n, capped=capped)
 
@@ -292,13 +288,14 @@ def m3u8_text(playlist: Playlist, relative_to: str | os.PathLike[str] | None = N
     each track. Locations are paths relative to ``relative_to`` (the playlist's folder),
     absolute paths without it, or the given ``locations`` (e.g. URLs)."""
     lines = ["#EXTM3U"]
+    folder = os.path.abspath(relative_to) if relative_to is not None else None
     for i, e in enumerate(playlist.entries):
         seconds = int(round(e.duration)) if e.duration is not None else -1
         title = " ".join(e.title.split())  # one line, whatever the metadata holds
         if locations is not None:
             where = locations[i]
-        elif relative_to is not None:
-            where = Path(os.path.relpath(e.path, os.path.abspath(relative_to))).as_posix()
+        elif folder is not None:
+            where = Path(os.path.relpath(e.path, folder)).as_posix()
         else:
             where = e.path
         lines += [f"#EXTINF:{seconds},{title}", where]

@@ -100,8 +100,21 @@ def _pick(items: Sequence[Any], name: str | None, what: str, option: str) -> Any
     return items[names.index(name)]
 
 
+def stored_vectors(sink: Sink, ids: list[str]) -> dict[str, Any]:
+    """``sink.fetch(ids)``, with a clear error from a sink that cannot return stored vectors."""
+    try:
+        return sink.fetch(ids)
+    except NotImplementedError as exc:
+        raise MusicembedError(f"--id needs stored vectors, but {exc}") from exc
+
+
+_MODEL_LOAD = threading.Lock()
+"""Held while a query loads its encoder or projector: a model's ``load`` need not be
+thread-safe, and the models are shared by every :class:`OpenIndex` built from one run."""
+
+
 def query_vector(prep: PreparedEmbedding, sink: Sink, query: Query) -> Any:
-    """The query as one float32 vector in ``prep``'s space."""
+    """The query as one float32 vector in ``prep``'s space (loading the model it needs)."""
     import numpy as np
 
     if query.audio is not None:
@@ -109,15 +122,14 @@ def query_vector(prep: PreparedEmbedding, sink: Sink, query: Query) -> Any:
         path = Path(query.audio).expanduser()
         if not path.is_file():
             raise MusicembedError(f"--audio {label!r}: no such file")
+        with _MODEL_LOAD:
+            prep.encoder.load()
         (res,) = embed_paths([prep], [path])
         if res.error:
             raise AudioQueryError(f"--audio {label!r}: {res.error}")
         return np.asarray(res.vectors[0], dtype=np.float32)
     if query.track_id is not None:
-        try:
-            found = sink.fetch([query.track_id])
-        except NotImplementedError as exc:
-            raise MusicembedError(f"--id needs stored vectors, but {exc}") from exc
+        found = stored_vectors(sink, [query.track_id])
         if query.track_id not in found:
             raise unknown_track(query.track_id, sink)
         return np.asarray(found[query.track_id], dtype=np.float32)
@@ -129,8 +141,9 @@ def query_vector(prep: PreparedEmbedding, sink: Sink, query: Query) -> Any:
             f"projector made for this encoder and enricher chain (`musicembed plugins` lists the "
             f"installed projectors)"
         )
-    check_projector(projector, prep.space)
-    projector.load()
+    check_projector(projector, prep.space)  # a wrong projector loads nothing
+    with _MODEL_LOAD:
+        projector.load()
     vec = np.asarray(projector.embed_text([query.text]), dtype=np.float32)
     if vec.shape != (1, prep.space.dim):
         raise MusicembedError(
@@ -153,25 +166,10 @@ class OpenIndex:
     collection: str
     count: int
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    _load_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _loaded: set[int] = field(default_factory=set, repr=False)
 
     @property
     def name(self) -> str:
         return self.prep.name
-
-    def load_model(self, query: Query) -> None:
-        """Load the encoder (audio) or the projector (text) once, whatever the number of
-        threads asking at the same time (a model's ``load`` need not be thread-safe)."""
-        model = self.prep.encoder if query.audio is not None else self.prep.spec.projector
-        if model is None or query.track_id is not None:
-            return
-        if query.text is not None:
-            check_projector(model, self.prep.space)  # a wrong projector loads nothing
-        with self._load_lock:
-            if id(model) not in self._loaded:
-                model.load()
-                self._loaded.add(id(model))
 
     def close(self) -> None:
         with self.lock:
@@ -215,7 +213,6 @@ def search_index(index: OpenIndex, query: Query) -> SearchResult:
     check_not_empty(index)
     prep, sink = index.prep, index.sink
     if query.track_id is None:  # audio or text: embedding it needs no sink
-        index.load_model(query)
         vec = query_vector(prep, sink, query)
     with index.lock:
         if query.track_id is not None:

@@ -190,6 +190,24 @@ def test_oversize_upload_is_refused_declared_or_streamed(run, tmp_path):
         assert ok.status_code == 200 and ok.json()["hits"][0]["id"] == "rock/a.wav"
 
 
+def test_refused_streamed_upload_leaves_no_temp_file(run, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the service spools uploads
+
+    def chunks():  # no Content-Length: refused part-way through the written temp file
+        for _ in range(30):
+            yield b"\x00" * 10_000
+
+    with ss.serving(run, max_upload_bytes=200_000) as srv, httpx.Client(base_url=srv.url) as c:
+        resp = c.post("/search", content=chunks(), headers={"Content-Type": "audio/wav"})
+        assert "larger than the service's limit" in _error(resp, 413)
+        ok = c.post("/search", params={"k": 1}, content=(Path(run.source) / "rock/a.wav").read_bytes(),
+                    headers={"Content-Type": "audio/wav"})
+        assert ok.status_code == 200 and ok.json()["hits"][0]["id"] == "rock/a.wav"
+    assert list(tmp_path.glob("musicembed-query-*")) == []
+
+
 def test_unexpected_failure_is_a_json_500_without_traceback(server, client, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail")

@@ -9,13 +9,14 @@ Searches go through :func:`musicembed_core.search.search_index`, the function
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import mimetypes
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query as Param, Request
@@ -24,6 +25,7 @@ from fastapi.routing import APIRoute
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -115,6 +117,26 @@ def _check_upload_type(content_type: str | None, what: str) -> None:
         raise ServeError(
             f"{what} has content type {ctype!r}: upload an audio file (audio/*, or "
             f"application/octet-stream)", 415)
+
+
+async def _spooled(chunks: AsyncIterator[bytes], suffix: str) -> str:
+    """Write an upload to a temp file and return its path (the caller deletes it); the file
+    is deleted here if the upload fails on the way (e.g. a body over the limit)."""
+    tmp = tempfile.NamedTemporaryFile(suffix=suffix, prefix="musicembed-query-", delete=False)
+    try:
+        with tmp:
+            async for chunk in chunks:
+                tmp.write(chunk)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp.name)
+        raise
+    return tmp.name
+
+
+async def _file_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(1 << 20):
+        yield chunk
 
 
 def _internal_error(request: Request, exc: BaseException) -> JSONResponse:
@@ -259,11 +281,8 @@ def create_app(library: Library, *, token: str | None = None,
         if ctype == "multipart/form-data":
             return await _multipart_search(request, params)
         if ctype.startswith(UPLOAD_TYPES):
-            with tempfile.NamedTemporaryFile(suffix=_suffix(None, ctype), prefix="musicembed-query-",
-                                             delete=False) as tmp:
-                async for chunk in request.stream():
-                    tmp.write(chunk)
-            return await _audio_search(tmp.name, "uploaded body", params)
+            path = await _spooled(request.stream(), _suffix(None, ctype))
+            return await _audio_search(path, "uploaded body", params)
         raise ServeError(
             f"POST /search: content type {ctype or 'none'!r} is not accepted: send an audio file "
             f"(multipart/form-data field 'audio', or an audio/* body) or JSON "
@@ -306,11 +325,8 @@ def create_app(library: Library, *, token: str | None = None,
                     params[key] = value
             name = upload.filename or "upload"
             _check_upload_type(upload.content_type, f"the uploaded file {name!r}")
-            with tempfile.NamedTemporaryFile(suffix=_suffix(name, upload.content_type),
-                                             prefix="musicembed-query-", delete=False) as tmp:
-                while chunk := await upload.read(1 << 20):
-                    tmp.write(chunk)
-        return await _audio_search(tmp.name, name, params)
+            path = await _spooled(_file_chunks(upload), _suffix(name, upload.content_type))
+        return await _audio_search(path, name, params)
 
     async def _audio_search(path: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -356,7 +372,7 @@ def create_app(library: Library, *, token: str | None = None,
                              f"indexed (POST /reindex updates the index)", 404)
         media = AUDIO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
         return FileResponse(path, media_type=media or "application/octet-stream",
-                            headers={"Accept-Ranges": "bytes", "Cache-Control": "no-cache"})
+                            headers={"Cache-Control": "no-cache"})  # and Accept-Ranges: bytes
 
     @app.get("/tracks/{track_id:path}", summary="A stored track's metadata (and vector)")
     def track(track_id: str, vector: bool = Param(False, description="Add the stored vector."),

@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, quote, unquote_to_bytes
 
 from ..errors import ConfigError, MusicembedError
+from ..pipeline import source_base
 
 TOKEN_ENV = "MUSICEMBED_TOKEN"
 TOKEN_COOKIE = "musicembed_token"
@@ -78,16 +79,11 @@ def check_bind(host: str, allow_remote: bool, token: str | None) -> None:
         )
 
 
-def _json(status: int, message: str, extra_headers: list[tuple[bytes, bytes]] = ()) -> tuple:
+async def _send_json(send: Send, status: int, message: str,
+                     extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                *extra_headers]
-    return status, headers, body
-
-
-async def _send_json(send: Send, status: int, message: str,
-                     extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
-    status, headers, body = _json(status, message, list(extra_headers))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -188,7 +184,7 @@ def resolve_track_file(source: str | os.PathLike[str], track_id: str) -> Path:
     """
     root = Path(source).expanduser()
     try:
-        base = (root if not root.is_file() else root.parent).resolve(strict=True)
+        base = source_base(root).resolve(strict=True)
     except OSError as exc:
         raise ServeError(f"run.source {str(root)!r} is not readable ({exc})", 503) from exc
     if not track_id or "\x00" in track_id:
