@@ -105,6 +105,10 @@ def file_hash(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()[:32]
 
 
+HASH_CACHE = ".musicembed-hashes.json"
+"""The :class:`HashCache` file in a run's (or shard's) output folder."""
+
+
 class HashCache:
     """(size, mtime_ns) -> content hash, so reruns do not re-read unchanged files."""
 
@@ -124,7 +128,7 @@ class HashCache:
         digest, st = self.cached(path)
         if digest is None:
             digest = file_hash(path)
-            self.remember(path, st, digest)
+            self.remember(path, st.st_size, st.st_mtime_ns, digest)
         return digest, st
 
     def cached(self, path: Path) -> tuple[str | None, os.stat_result]:
@@ -138,11 +142,10 @@ class HashCache:
             return hit[2], st
         return None, st
 
-    def remember(self, path: Path, st: os.stat_result | tuple[int, int], digest: str) -> None:
-        """Record ``digest`` for ``path`` as of ``st`` (a stat result, or ``(size, mtime_ns)``)."""
-        size, mtime = (st.st_size, st.st_mtime_ns) if isinstance(st, os.stat_result) else st
+    def remember(self, path: Path, size: int, mtime_ns: int, digest: str) -> None:
+        """Record ``digest`` for ``path`` as of its ``size`` and ``mtime_ns``."""
         with self.lock:
-            self.entries[str(path.resolve())] = [int(size), int(mtime), digest]
+            self.entries[str(path.resolve())] = [int(size), int(mtime_ns), digest]
 
     def save(self) -> None:
         if self.path is None:
@@ -251,6 +254,23 @@ class _Track:
         vec = self.state(e).finish().numpy().astype(np.float32)
         frames = np.concatenate(self.frames[e], axis=1) if self.keep[e] and self.frames[e] else None
         return vec, frames
+
+    def result(self, embeddings: Sequence[PreparedEmbedding]) -> Result:
+        """The finished track: every needed embedding's vector (and kept frames), or a
+        failed Result when the enricher chain raises or a value is not finite."""
+        res = Result(self.job, "ok", self.content_hash, metadata=self.metadata, seconds=self.seconds)
+        try:
+            for e, need in enumerate(self.needed):
+                if need:
+                    res.vectors[e], frames = self.finish(e)
+                    if frames is not None:
+                        res.frames[e] = frames
+        except Exception as exc:  # noqa: BLE001
+            return Result(self.job, "failed", self.content_hash, error=chain_failure(exc))
+        bad = non_finite(res, embeddings)
+        if bad:
+            return Result(self.job, "failed", self.content_hash, error=bad)
+        return res
 
 
 _END = object()
@@ -534,25 +554,7 @@ class Embedder:
                 return None
             in_flight.pop(id(track), None)
             track.reported = True
-            res = Result(
-                track.job,
-                "ok",
-                track.content_hash,
-                metadata=track.metadata,
-                seconds=track.seconds,
-            )
-            try:
-                for e, need in enumerate(track.needed):
-                    if need:
-                        res.vectors[e], frames = track.finish(e)
-                        if frames is not None:
-                            res.frames[e] = frames
-            except Exception as exc:  # noqa: BLE001
-                return Result(track.job, "failed", track.content_hash, error=chain_failure(exc))
-            bad = non_finite(res, self.embeddings)
-            if bad:
-                return Result(track.job, "failed", track.content_hash, error=bad)
-            return res
+            return track.result(self.embeddings)
 
         def run(e: int, items: list[tuple[_Track, int, np.ndarray]]) -> Iterator[Result]:
             for track in dict.fromkeys(self._run_batch(e, items)):

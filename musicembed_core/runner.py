@@ -33,7 +33,7 @@ from .outputs import (
     open_outputs,
 )
 from .engines import check_engine, make_embedder
-from .pipeline import HashCache, PreparedEmbedding, Result, jobs_for
+from .pipeline import HASH_CACHE, HashCache, PreparedEmbedding, Result, jobs_for
 from .runconfig import RunConfig
 
 log = logging.getLogger("musicembed")
@@ -276,7 +276,7 @@ def _execute_locked(
     stop: GracefulStop,
 ) -> RunSummary:
     opened: list[OutputSet] = []
-    cache = HashCache(output_dir / ".musicembed-hashes.json")
+    cache = HashCache(output_dir / HASH_CACHE)
     failure: BaseException | None = None
     try:
         opened = open_outputs(cfg, prepared, output_dir)

@@ -29,7 +29,6 @@ from typing import Any, Sequence, TypeVar
 from .errors import MusicembedError
 
 SHARD_DIR_RE = re.compile(r"^shard-(\d+)-of-(\d+)$")
-HASH_CACHE = ".musicembed-hashes.json"
 MERGE_SUMMARY = "merge.json"
 
 J = TypeVar("J")
@@ -150,8 +149,7 @@ def merge_shards(shards: Sequence[str | os.PathLike], dest: str | os.PathLike,
                 f"replace it"
             )
     dest.mkdir(parents=True, exist_ok=True)
-    merged = [_merge_one(name, [f for f in folders if name in per_shard[f]], dest,
-                         next(outs[name] for outs in per_shard.values() if name in outs))
+    merged = [_merge_one(name, [f for f in folders if name in per_shard[f]], dest)
               for name in names]
     _merge_hash_caches(folders, dest)
     from .atomic import atomic_write_text
@@ -161,7 +159,7 @@ def merge_shards(shards: Sequence[str | os.PathLike], dest: str | os.PathLike,
     return merged
 
 
-def _merge_one(name: str, folders: list[Path], dest: Path, fmt: str) -> MergedOutput:
+def _merge_one(name: str, folders: list[Path], dest: Path) -> MergedOutput:
     from .stored import open_output
 
     opened = []
@@ -202,13 +200,13 @@ def _merge_one(name: str, folders: list[Path], dest: Path, fmt: str) -> MergedOu
         tmp = dest / f".{name}.merge-tmp-{os.getpid()}"
         _remove(tmp)
         try:
-            _write(fmt, tmp, first, opened, owner)
+            _write(tmp, first, opened, owner)
             _replace(tmp, final)
         finally:
             _remove(tmp)
             _remove(Path(str(tmp) + ".pending"))
         return MergedOutput(
-            name=name, format=fmt, path=str(final), tracks=len(owner), duplicates=duplicates,
+            name=name, format=first.format, path=str(final), tracks=len(owner), duplicates=duplicates,
             sources=[{"path": o.path, "tracks": len(o.ids)} for o in opened],
         )
     finally:
@@ -216,13 +214,12 @@ def _merge_one(name: str, folders: list[Path], dest: Path, fmt: str) -> MergedOu
             out.close()
 
 
-def _write(fmt: str, tmp: Path, first: Any, opened: list[Any],
-           owner: dict[str, tuple[int, str]]) -> None:
+def _write(tmp: Path, first: Any, opened: list[Any], owner: dict[str, tuple[int, str]]) -> None:
     """Every owned track through the exporter itself, so the file is what a run writes."""
     from .components import Record
 
     frames = first.has_frames
-    if fmt == "hdf5":
+    if first.format == "hdf5":
         import h5py
 
         from .builtins.hdf5 import Hdf5Exporter
@@ -244,7 +241,7 @@ def _write(fmt: str, tmp: Path, first: Any, opened: list[Any],
                 if owner[tid][0] != si:
                     continue
                 batch.append(Record(
-                    id=tid, vector=vectors[row], content_hash=out.content_hash(tid),
+                    id=tid, vector=vectors[row], content_hash=owner[tid][1],
                     metadata=out.metadata(tid), frames=out.frames(tid) if frames else None,
                 ))
                 if len(batch) >= 1024:
@@ -285,6 +282,7 @@ def _remove(p: Path) -> None:
 def _merge_hash_caches(folders: Sequence[Path], dest: Path) -> None:
     """The shards' hash caches in ``dest``: an unsharded rerun there stats instead of hashing."""
     from .atomic import atomic_write_text
+    from .pipeline import HASH_CACHE
 
     entries: dict[str, Any] = {}
     for f in [dest, *folders]:

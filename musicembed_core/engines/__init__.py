@@ -31,8 +31,8 @@ def check_engine(cfg: Any) -> None:
 
 
 def make_embedder(cfg: Any, prepared: Sequence[Any], hash_cache: Any,
-                  known: Sequence[Mapping[str, str]], output_dir: Any = None,
-                  opened: Sequence[Any] = ()) -> Any:
+                  known: Sequence[Mapping[str, str]], output_dir: Any,
+                  opened: Sequence[Any]) -> Any:
     """The run's engine: ``embed(jobs)`` yields one Result per job; ``collect_timings()``."""
     if cfg.engine == "ray":
         from .ray_engine import RayEmbedder

@@ -20,8 +20,8 @@ The plan (one line per operator)::
       .iter_rows()                       driver: Results -> the runner's OutputWriters
 
 Every per-track computation is the local pipeline's own code (``pipeline.py``):
-``stream_resampled``, ``_Chunker``, ``encode_wave``, ``_Track.feed``/``finish`` (the
-enricher chain's streaming state), ``non_finite``, ``track_metadata``. Chunking happens
+``stream_resampled``, ``_Chunker``, ``encode_wave``, ``_Track.feed``/``result`` (the
+enricher chain's streaming state, then ``non_finite``), ``track_metadata``. Chunking happens
 in the encoder actor rather than in the decode task: each row then carries the resampled
 audio once per rate (shared by the embeddings at that rate) instead of overlapping
 windows, which keeps the object store smaller; the chunks are the same.
@@ -57,14 +57,12 @@ from ..pipeline import (
     Result,
     _Chunker,
     _Track,
-    chain_failure,
     check_id,
     encode_wave,
     encoder_failure,
     failure_reason,
     file_hash,
     no_samples_error,
-    non_finite,
     track_metadata,
 )
 
@@ -74,12 +72,6 @@ _EMPTY = np.zeros(0, dtype=np.float32)
 _NO_FRAMES = np.zeros((0, 0, 0), dtype=np.float32)
 _SINK_CPUS = 0.25
 """CPUs a shared-sink writer actor reserves (it mostly waits on the server)."""
-
-
-def shared_service(component: Any) -> bool:
-    """A sink that several processes may write at once (``Sink.shared_service()``)."""
-    probe = getattr(component, "shared_service", None)
-    return bool(probe()) if callable(probe) else False
 
 
 # --------------------------------------------------------------------------- workers
@@ -99,7 +91,6 @@ def _decode_file(row: Mapping[str, Any], rates: Sequence[int]) -> list[dict[str,
     audio = {r: _EMPTY for r in rates}
     path = Path(row["path"])
     try:
-        check_id(row["id"])
         st = path.stat()
         out["size"], out["mtime_ns"] = int(st.st_size), int(st.st_mtime_ns)
         digest = row["hash"]
@@ -206,22 +197,16 @@ class _EncodeStage:
             if count == 0:
                 track.failed = failure_reason(no_samples_error(track.job.path))
         run(full)
-        by_index = {e: prep}
         for i, track in tracks.items():
             if not track.failed:
-                try:
-                    vec, fr = track.finish(0)
-                except Exception as exc:  # noqa: BLE001
-                    track.failed = chain_failure(exc)
-                else:
-                    res = Result(track.job, "ok", vectors={e: vec},
-                                 frames={} if fr is None else {e: fr})
-                    track.failed = non_finite(res, by_index)  # type: ignore[arg-type]
-                    vecs[i] = vec
-                    frames[i] = _NO_FRAMES if fr is None else fr.astype(np.float32, copy=False)
-            if track.failed:
-                status[i], error[i] = "failed", track.failed
-                vecs[i], frames[i] = _EMPTY, _NO_FRAMES
+                res = track.result([prep])  # this actor's tracks hold one embedding
+                if res.status == "ok":
+                    vecs[i] = res.vectors[0]
+                    if 0 in res.frames:
+                        frames[i] = res.frames[0].astype(np.float32, copy=False)
+                    continue
+                track.failed = res.error
+            status[i], error[i] = "failed", track.failed
         out["status"], out["error"] = status, error
         out[f"vec_{e}"] = vecs
         if prep.keep_frames:
@@ -286,13 +271,13 @@ class RayEmbedder:
 
     def __init__(self, embeddings: Sequence[PreparedEmbedding], cfg: Any, *,
                  hash_cache: HashCache, known: Sequence[Mapping[str, str]],
-                 output_dir: Any = None, opened: Sequence[Any] = ()) -> None:
+                 output_dir: Any, opened: Sequence[Any]) -> None:
         self.embeddings = list(embeddings)
         self.cfg = cfg
         self.opts = cfg.ray
         self.hash_cache = hash_cache
         self.known = [dict(k) for k in known]
-        self.output_dir = str(output_dir if output_dir is not None else cfg.output_dir)
+        self.output_dir = str(output_dir)
         self.rates = sorted({p.geometry.sample_rate for p in self.embeddings})
         self.timings: dict[str, float] = {}
         self.details: dict[str, Any] = {
@@ -307,7 +292,7 @@ class RayEmbedder:
         n_exp = len(self.cfg.exporters)  # open_outputs: the exporters, then cfg.sinks in order
         for e, outs in enumerate(opened):
             shared = [(template, writer) for template, writer in zip(self.cfg.sinks, outs.writers[n_exp:])
-                      if shared_service(writer.component)]
+                      if writer.component.shared_service()]
             for template, writer in shared:
                 remote.append((e, template, writer.label, writer.location))
                 outs.writers.remove(writer)
@@ -485,7 +470,7 @@ class RayEmbedder:
                 self._add(name, value)
         digest = str(row["hash"])
         if digest and digest != sent and int(row["size"]) >= 0:
-            self.hash_cache.remember(job.path, (int(row["size"]), int(row["mtime_ns"])), digest)
+            self.hash_cache.remember(job.path, row["size"], row["mtime_ns"], digest)
         if row.get("sink_error"):
             from ..errors import MusicembedError
 
