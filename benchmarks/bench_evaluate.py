@@ -33,13 +33,14 @@ def main() -> None:
     args = ap.parse_args()
 
     from musicembed_core.examples import make_captioned_set
+    from musicembed_core.testing import run_params
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.keep or tmp)
         audio, out = root / "audio", root / "out"
         if not (audio / "labels.csv").is_file():
             make_captioned_set(audio, count=args.tracks, seconds=args.seconds)
-        params = ["--gin_param", f'run.source="{audio}"', "--gin_param", f'run.output_dir="{out}"']
+        params = run_params(audio, out)
         cli("run", "--gin_file", "runs/quickstart_faiss.gin", *params,
             "--gin_param", "exporters.hdf5.store_frames=True", "--no-progress")
         t0 = time.perf_counter()

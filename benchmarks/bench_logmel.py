@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -142,8 +141,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def memory_test(script: str, child_flag: str, tmp: Path, long_minutes: float, label: str,
-                env: dict | None = None) -> tuple[dict, dict]:
+def memory_test(script: str, child_flag: str, tmp: Path, long_minutes: float, label: str) -> None:
     """Peak RSS of a fresh process (``script child_flag FILE``) on a 1-minute track vs a
     ``long_minutes`` one, printed as a ratio (target <= 1.5). Each file sits in its own
     folder, so a child may use the file's folder as its run's source."""
@@ -153,13 +151,12 @@ def memory_test(script: str, child_flag: str, tmp: Path, long_minutes: float, la
         folder.mkdir(exist_ok=True)
         paths.append(folder / f"{name}.wav")
         write_long(paths[-1], minutes)
-    r1 = child_rss([child_flag, str(paths[0])], script, env or {**os.environ})
-    r2 = child_rss([child_flag, str(paths[1])], script, env or {**os.environ})
+    r1 = child_rss([child_flag, str(paths[0])], script)
+    r2 = child_rss([child_flag, str(paths[1])], script)
     print(f"memory ({label}, fresh process each):")
     print(f"  1-min track          peak RSS {r1['peak_rss_mb']:8.0f} MB  ({r1['wall']:.0f} s)")
     print(f"  {long_minutes:g}-min track{'':<7}peak RSS {r2['peak_rss_mb']:8.0f} MB  ({r2['wall']:.0f} s)")
     print(f"  ratio                {r2['peak_rss_mb'] / r1['peak_rss_mb']:8.2f}x (target <= 1.5x)")
-    return r1, r2
 
 
 def child_rss(args: list[str], script: str = __file__, env: dict | None = None) -> dict:

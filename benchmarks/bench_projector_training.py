@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_logmel import peak_rss_mb  # noqa: E402 - same folder
+from bench_logmel import child_rss, peak_rss_mb  # noqa: E402 - same folder
 
 QUICK_GIN = ["train/quick.gin"]
 
@@ -46,14 +46,14 @@ QUICK_GIN = ["train/quick.gin"]
 def make_library(tmp: Path, clips: int, seconds: float) -> tuple[Path, Path]:
     """Captioned clips embedded with the quickstart chain: (HDF5 output, captions.jsonl)."""
     from musicembed_core.examples import make_captioned_set
+    from musicembed_core.testing import run_params
 
     src = tmp / "clips"
     make_captioned_set(src, count=clips, seconds=seconds)
     out = tmp / "out"
     subprocess.run(
         [sys.executable, "-m", "musicembed_core", "run", "--gin_file", "runs/quickstart.gin",
-         "--gin_param", f"run.source='{src}'", "--gin_param", f"run.output_dir='{out}'",
-         "--no-progress"],
+         *run_params(src, out), "--no-progress"],
         check=True, capture_output=True, cwd=REPO)
     return out / "logmel.h5", src / "captions.jsonl"
 
@@ -179,11 +179,7 @@ def wide_figure(tmp: Path, tracks: int) -> dict[str, dict]:
     for dim in (768, 76_800):
         d = tmp / f"wide{dim}"
         d.mkdir()
-        proc = subprocess.run([sys.executable, __file__, "--wide-child", str(dim), str(d),
-                               str(tracks)], capture_output=True, text=True, cwd=REPO)
-        if proc.returncode:
-            raise SystemExit(proc.stderr[-3000:])
-        out[str(dim)] = json.loads(proc.stdout.strip().splitlines()[-1])
+        out[str(dim)] = child_rss(["--wide-child", str(dim), str(d), str(tracks)], __file__)
     return out
 
 

@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "plugins" / "mert" / "tests"))  # tiny checkpoint builders
 
+from benchkit import offline_hf_cache, run_gin  # noqa: E402 - same folder
+
 MERT_ID = "m-a-p/MERT-v1-95M"
 FEW = 4
 """Tracks of the small folder the per-track slope is measured against."""
@@ -73,10 +75,6 @@ ENCODERS = {
 def run(encoder: str, source: Path, out: Path, engine: str, actors: int = 1,
         cores: int = 2, ray_params: tuple[str, ...] = ()) -> tuple[float, float, dict]:
     """One run into a fresh output; (wall seconds, audio seconds, timings)."""
-    from musicembed_core import ginconfig
-    from musicembed_core.runconfig import run_config
-    from musicembed_core.runner import execute
-
     gin_file, params = ENCODERS[encoder]
     shutil.rmtree(out, ignore_errors=True)
     extra = []
@@ -85,14 +83,9 @@ def run(encoder: str, source: Path, out: Path, engine: str, actors: int = 1,
         per_actor = max(0.25, (cores - decode) / actors)
         extra = ["run.engine = 'ray'", f"run.ray_actors = {actors}", f"run.ray_num_cpus = {per_actor}",
                  f"run.ray_decode_cpus = {decode}", "run.ray_tracks_per_batch = 2", *ray_params]
-    ginconfig.clear()
-    ginconfig.parse([gin_file], [f"run.source = '{source}'", f"run.output_dir = '{out}'",
-                                 *params, *extra])
     t0 = time.perf_counter()
-    summary = execute(run_config(), show_progress=False)
-    wall = time.perf_counter() - t0
-    assert summary.files_failed == 0, summary.failures
-    return wall, summary.audio_seconds, summary.timings
+    summary = run_gin(gin_file, source, out, [*params, *extra])
+    return time.perf_counter() - t0, summary.audio_seconds, summary.timings
 
 
 def max_difference(a: Path, b: Path, name: str) -> float:
@@ -124,8 +117,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cache = tmp / "hf"
-        os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        cache = offline_hf_cache(tmp)
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
         build_mert(cache, tmp / "ckpt", a.quick)
         make_folder(tmp / "lib", tracks, seconds)
         make_folder(tmp / "few", FEW, seconds)

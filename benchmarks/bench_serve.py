@@ -45,8 +45,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def gin_args(sink: str, source: Path, out: Path) -> list[str]:
-    return ["--gin_file", GIN[sink], "--gin_param", f'run.source="{source}"',
-            "--gin_param", f'run.output_dir="{out}"']
+    from musicembed_core.testing import run_params
+
+    return ["--gin_file", GIN[sink], *run_params(source, out)]
 
 
 def build_index(sink: str, root: Path, n: int, clip_seconds: float,

@@ -88,17 +88,12 @@ def check_request(req: EvaluateRequest) -> None:
 
 
 def _layer_names(prep: Any, count: int) -> list[str]:
-    """``layer i`` with the encoder's layer index when the chain's ``layers`` step says it."""
-    for enricher in prep.spec.enrichers:
-        if getattr(enricher, "name", "") == "layers" and hasattr(enricher, "resolve"):
-            try:
-                picked = enricher.resolve(int(prep.geometry.num_layers))
-            except Exception:  # noqa: BLE001 - fall back to positions
-                break
-            if len(picked) == count:
-                return [f"layer {i}" for i in picked]
-            break
-    return [f"layer {i}" for i in range(count)]
+    """``layer i`` with the encoder's layer index when the chain's ``layers`` steps say it."""
+    from ..export.torchscript import resolved_layers
+
+    picked = resolved_layers(prep.chain.frame_enrichers, int(prep.geometry.num_layers))
+    names = picked if picked is not None and len(picked) == count else range(count)
+    return [f"layer {i}" for i in names]
 
 
 def read_layers(out: Any, ids: Sequence[str], prep: Any) -> tuple[dict[str, "np.ndarray"], str]:
@@ -244,15 +239,13 @@ def _map_entry(task: Task, layers: dict[str, "np.ndarray"], rows: dict[str, int]
 # --------------------------------------------------------------------------- the command
 
 
-def measure_index(cfg: Any, spec: Any, req: EvaluateRequest) -> list[dict[str, Any]]:
+def measure_index(cfg: Any, prep: Any, req: EvaluateRequest) -> list[dict[str, Any]]:
     """Index quality of every sink of the run for one embedding (:mod:`.index`)."""
     from ..outputs import open_run_output
-    from ..pipeline import PreparedEmbedding
     from .index import index_quality
 
     if not cfg.sinks:
         return []
-    prep = PreparedEmbedding.build(spec)
     out = open_run_output(cfg, prep, doing="evaluate")
     try:
         ids, vectors = list(out.ids), out.vectors()
@@ -261,16 +254,12 @@ def measure_index(cfg: Any, spec: Any, req: EvaluateRequest) -> list[dict[str, A
     return index_quality(cfg, prep, ids, vectors, req.ks, req.index_queries, req.seed)
 
 
-def evaluate_embedding(cfg: Any, spec: Any, table: LabelTable, req: EvaluateRequest,
-                       progress: Callable[[str], None], index: list[dict[str, Any]] | None = None
-                       ) -> dict[str, Any]:
+def evaluate_embedding(cfg: Any, prep: Any, table: LabelTable, req: EvaluateRequest,
+                       progress: Callable[[str], None], index: list[dict[str, Any]]) -> dict[str, Any]:
     """Every figure for one embedding of the run (``index``: its measured sinks)."""
     from ..outputs import open_run_output
-    from ..pipeline import PreparedEmbedding
 
     t0 = time.perf_counter()
-    index = index or []
-    prep = PreparedEmbedding.build(spec)
     out = open_run_output(cfg, prep, doing="evaluate")
     try:
         paths = {t: str(out.metadata(t).get("path") or "") for t in out.ids}
@@ -296,14 +285,15 @@ def evaluate_embedding(cfg: Any, spec: Any, table: LabelTable, req: EvaluateRequ
     entry["notes"].append(note)
     rows = {t: i for i, t in enumerate(labelled)}
     t1 = time.perf_counter()
+    first: Task | None = None  # the map shows the first evaluated task
     for task in joined.tasks:
         if len(task.ids) < 2:
             entry["notes"].append(f"task {task.name!r}: fewer than two labelled tracks, skipped")
             continue
         entry["tasks"].append(evaluate_task(task, layers, rows, req, lambda s: progress(f"{prep.name} {s}")))
-    mapped = [t for t in joined.tasks if len(t.ids) >= 2]
-    if mapped:
-        entry["map"] = _map_entry(mapped[0], layers, rows, req.seed)
+        first = first or task
+    if first is not None:
+        entry["map"] = _map_entry(first, layers, rows, req.seed)
     t2 = time.perf_counter()
     entry["seconds"] = {"read": t1 - t0, "metrics": t2 - t1, "total": t2 - t0}
     return entry
@@ -335,6 +325,7 @@ def evaluate(cfg: Any, req: EvaluateRequest, progress: Callable[[str], None] | N
     """Evaluate the run's embeddings against the labels file; writes evaluation.json (and the
     plots) into the output folder and returns the document."""
     from ..atomic import atomic_write_json
+    from ..pipeline import PreparedEmbedding
     from ..search import _pick
 
     say = progress or (lambda _s: None)
@@ -352,12 +343,13 @@ def evaluate(cfg: Any, req: EvaluateRequest, progress: Callable[[str], None] | N
         "embeddings": [],
     }
     # every sink first: latency is measured before scikit-learn's thread pools are busy
+    preps = [PreparedEmbedding.build(spec) for spec in specs]
     indexes = []
-    for spec in specs:
-        say(f"{spec.name}: index quality")
-        indexes.append(measure_index(cfg, spec, req))
-    for spec, index in zip(specs, indexes):
-        doc["embeddings"].append(evaluate_embedding(cfg, spec, table, req, say, index))
+    for prep in preps:
+        say(f"{prep.name}: index quality")
+        indexes.append(measure_index(cfg, prep, req))
+    for prep, index in zip(preps, indexes):
+        doc["embeddings"].append(evaluate_embedding(cfg, prep, table, req, say, index))
     tracks = max((e.get("labelled_tracks", 0) for e in doc["embeddings"]), default=0)
     seconds = time.perf_counter() - t0
     doc["seconds"] = seconds

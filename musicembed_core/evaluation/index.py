@@ -16,7 +16,6 @@ from typing import Any, Sequence
 
 from ..errors import SinkNotFoundError
 
-DEFAULT_QUERIES = 200
 DESCRIBE = ("index", "index_type", "index_params", "search_params", "metric", "nprobe", "ef_search",
             "rerank")
 """Sink settings quoted in the report (never the URI or a token)."""
@@ -28,7 +27,7 @@ def describe_sink(sink: Any) -> dict[str, Any]:
 
 
 def index_quality(cfg: Any, prep: Any, ids: Sequence[str], vectors: Any, ks: Sequence[int],
-                  queries: int = DEFAULT_QUERIES, seed: int = 0) -> list[dict[str, Any]]:
+                  queries: int, seed: int) -> list[dict[str, Any]]:
     """One entry per sink of the run: recall@k and latency (module doc), or why not."""
     from ..outputs import open_sink
 
@@ -82,17 +81,18 @@ def _measure(sink: Any, ids: Sequence[str], vectors: Any, ks: Sequence[int], que
         latencies.append(time.perf_counter() - t0)
         answers.append([h.id for h in hits if h.id != pool_ids[q]][:kmax])
     found = {k: 0.0 for k in ks}
+    pool64 = pool.astype(np.float64)  # converted once, not by exact_scores for every query
+    row_of = {t: i for i, t in enumerate(pool_ids)}
     for q, answer in zip(sample, answers):
-        scores = exact_scores(pool[q][None, :], pool, sink.metric)[0]
-        score_of = dict(zip(pool_ids, scores))
+        scores = exact_scores(pool[q][None, :], pool64, sink.metric)[0]
         scores[q] = np.inf if lower_better else -np.inf
         best = np.sort(scores) if lower_better else -np.sort(-scores)
         for k in ks:
             kk = min(k, kmax)
             bound = best[kk - 1]
             tol = 1e-6 * max(1.0, abs(float(bound)))
-            good = [a for a in answer[:kk] if a in score_of and
-                    (score_of[a] <= bound + tol if lower_better else score_of[a] >= bound - tol)]
+            good = [a for a in answer[:kk] if a in row_of and
+                    (scores[row_of[a]] <= bound + tol if lower_better else scores[row_of[a]] >= bound - tol)]
             found[k] += len(good) / kk
     lat = np.asarray(latencies) * 1000.0
     out.update({

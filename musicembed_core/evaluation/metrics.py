@@ -121,16 +121,6 @@ def retrieval(vectors: Any, member: "np.ndarray", ks: Sequence[int]) -> dict[str
 # --------------------------------------------------------------------------- linear probe
 
 
-def _sklearn() -> Any:
-    try:
-        import sklearn  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            "musicembed evaluate needs scikit-learn and matplotlib: pip install 'musicembed[evaluate]'"
-        ) from exc
-    return sklearn
-
-
 def _model(c: float, multi: bool) -> Any:
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
@@ -199,7 +189,6 @@ def probe(vectors: Any, member: "np.ndarray", multi: bool, folds: int, seed: int
     from sklearn.metrics import f1_score, roc_auc_score
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    _sklearn()
     x = np.asarray(vectors, dtype=np.float64)
     y_bool = np.asarray(member, dtype=bool)
     chosen: list[float] = []
