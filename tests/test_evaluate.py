@@ -65,10 +65,12 @@ def _labels(audio: Path) -> dict[str, dict[str, str]]:
 
 
 def _stored(out: Path):
-    """ids, stored vectors and the per-layer mean of the stored frames, from the HDF5 file."""
+    """ids, stored vectors and the per-layer mean of the stored frames, from the HDF5 file, in the
+    order the evaluation uses (sorted by id)."""
     with open_output(out / "logmel.h5") as o:
-        ids = list(o.ids)
-        layers = {"vector": o.vectors().astype(np.float64)}
+        ids = sorted(o.ids)
+        order = np.argsort(np.asarray(o.ids, dtype=object), kind="stable")
+        layers = {"vector": o.vectors().astype(np.float64)[order]}
         frames = [o.frames(t).astype(np.float64).mean(axis=1) for t in ids]  # [L, D] each
     for i in range(frames[0].shape[0]):
         layers[f"layer {i}"] = np.stack([f[i] for f in frames])
@@ -352,3 +354,32 @@ def test_index_recall_of_an_approximate_index_matches_its_answers(lib, tmp_path)
         sink.close()
     assert ix["recall_at_k"]["5"] == pytest.approx(np.mean(found))
     assert 0.3 < ix["recall_at_k"]["5"] < 1.0
+
+
+def test_figures_do_not_depend_on_the_order_the_run_stored_the_tracks(lib, tmp_path):
+    """A run stores tracks in the order they finish (it varies between runs): the same vectors in
+    reverse order give the same probe folds, hence the same figures."""
+    from musicembed_core.builtins.hdf5 import Hdf5Exporter
+    from musicembed_core.components import Record
+
+    rev = tmp_path / "rev"
+    rev.mkdir()
+    with open_output(lib["out"] / "logmel.h5") as o:
+        ex = Hdf5Exporter(store_frames=True)
+        ex.open(str(rev / "logmel.h5"), o.space)
+        vectors = o.vectors()
+        ids = list(o.ids)
+        ex.write([Record(id=t, vector=vectors[i], content_hash=o.content_hash(t), metadata=o.metadata(t),
+                         frames=o.frames(t)) for i, t in reversed(list(enumerate(ids)))])
+        ex.close()
+    with open_output(rev / "logmel.h5") as o:
+        assert list(o.ids) == ids[::-1]
+    doc = evaluate(_cfg(lib, PLAIN_GIN, rev), EvaluateRequest(labels=str(lib["audio"] / "labels.csv"),
+                                                             ks=[5, 10], plots=False))
+    (got,), (want,) = doc["embeddings"], lib["doc"]["embeddings"]
+    assert [t["name"] for t in got["tasks"]] == [t["name"] for t in want["tasks"]]
+    for tg, tw in zip(got["tasks"], want["tasks"]):
+        for rg, rw in zip(tg["results"], tw["results"], strict=True):
+            assert rg["layer"] == rw["layer"] and rg["probe"] == rw["probe"], (tg["name"], rg["layer"])
+            for k, v in rw["retrieval"]["precision_at_k"].items():
+                assert rg["retrieval"]["precision_at_k"][k] == pytest.approx(v, abs=1e-12)

@@ -262,15 +262,18 @@ def evaluate_embedding(cfg: Any, prep: Any, table: LabelTable, req: EvaluateRequ
     t0 = time.perf_counter()
     out = open_run_output(cfg, prep, doing="evaluate")
     try:
-        paths = {t: str(out.metadata(t).get("path") or "") for t in out.ids}
-        joined = join(table, out.ids, paths)
+        # Sorted: a run stores tracks in the order they finish, which varies between runs; the
+        # probe's folds follow this order, so the figures must not depend on it.
+        ids = sorted(out.ids)
+        paths = {t: str(out.metadata(t).get("path") or "") for t in ids}
+        joined = join(table, ids, paths)
         entry: dict[str, Any] = {"name": prep.name, "space_hash": prep.space.hash, "output": out.path,
                                  "stored_tracks": len(out.ids), "labels": joined.report(),
                                  "tasks": [], "notes": [], "index": index}
         if not cfg.sinks:
             entry["notes"].append("the run has no sink: no index quality (add run.sinks to measure one)")
         union = {t for task in joined.tasks for t in task.ids}
-        labelled = [t for t in out.ids if t in union]
+        labelled = [t for t in ids if t in union]
         entry["labelled_tracks"] = len(labelled)
         if not labelled:
             entry["layers"] = []

@@ -56,7 +56,8 @@ def _measure(sink: Any, ids: Sequence[str], vectors: Any, ks: Sequence[int], que
     from ..sinkkit import exact_scores
 
     known = set(sink.known())
-    rows = [i for i, t in enumerate(ids) if t in known]
+    # by id: the sampled queries must not depend on the order the run stored the tracks in
+    rows = sorted((i for i, t in enumerate(ids) if t in known), key=lambda i: ids[i])
     out: dict[str, Any] = {"count": sink.count(), "stored": len(ids), "in_both": len(rows)}
     status = getattr(sink, "training_status", None)
     untrained = status() if callable(status) else None
