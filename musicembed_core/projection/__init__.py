@@ -22,6 +22,8 @@ from types import ModuleType
 from ..errors import ConfigError
 
 TRAIN_EXTRA_HINT = "pip install 'musicembed[train]'"
+DEFAULT_TASK = "Given a description of music, retrieve audio that matches it"
+"""What ``{task}`` in a text model's prompt becomes (``text_model.task``)."""
 
 
 def require(module: str, what: str = "training text projectors") -> ModuleType:

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 import gin
 
 from ..errors import ConfigError
+from . import DEFAULT_TASK
 
 if TYPE_CHECKING:  # pragma: no cover
     from .textmodel import TextModelSpec
-
-DEFAULT_TASK = "Given a description of music, retrieve audio that matches it"
 
 
 @gin.configurable("text_model")

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import require
+from . import DEFAULT_TASK, require
 
 for _extra in ("transformers", "peft"):  # fail on import with the install command
     if importlib.util.find_spec(_extra) is None:
@@ -49,7 +49,6 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from ..errors import ConfigError  # noqa: E402
-from .settings import DEFAULT_TASK  # noqa: E402
 from .checkpoint import (  # noqa: E402
     CONFIG_FILE,
     FORMAT,
